@@ -1,0 +1,107 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is the contract's configuration: environment variables, each overridable by a flag
+// of the same name in kebab case (REDIS_ADDRS -> --redis-addrs).
+type config struct {
+	HTTPAddr      string
+	DatabaseURL   string
+	RedisAddrs    []string
+	RedisPassword string
+	LockWait      time.Duration
+	LockLease     time.Duration
+	SeedDemo      bool
+	MaxInFlight   int
+	AdminToken    string
+	LogLevel      slog.Level
+}
+
+// setting is one configuration variable with its contract default.
+type setting struct {
+	env, def, usage string
+}
+
+var settings = []setting{
+	{"HTTP_ADDR", ":8080", "listen address"},
+	{"DATABASE_URL", "postgres://postgres@127.0.0.1:5432/coupon?sslmode=disable", "PostgreSQL (pgx DSN)"},
+	{"REDIS_ADDRS", "127.0.0.1:6379", "comma-separated independent Redis nodes (the lock's Redlock quorum)"},
+	{"REDIS_PASSWORD", "", "Redis password"},
+	{"LOCK_WAIT", "3s", "longest a request waits for a coupon's lock before answering 503"},
+	{"LOCK_LEASE", "0", "0 = watchdog mode (lease renewed while held); >0 = fixed lease"},
+	{"SEED_DEMO_COUPONS", "true", "create tiers A0001/B0001/C0001 if absent"},
+	{"MAX_INFLIGHT", "4096", "issue requests in progress per instance; beyond it, 429 at once"},
+	{"ADMIN_TOKEN", "", "bearer token for /api/v1/admin/*; empty disables those routes"},
+	{"LOG_LEVEL", "info", "debug, info, warn or error"},
+}
+
+func flagName(env string) string { return strings.ToLower(strings.ReplaceAll(env, "_", "-")) }
+
+// loadConfig reads the environment through getenv, then the flags in args.
+func loadConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	values := map[string]*string{}
+	for _, s := range settings {
+		v := s.def
+		if e := getenv(s.env); e != "" {
+			v = e
+		}
+		values[s.env] = fs.String(flagName(s.env), v, s.usage+" ($"+s.env+")")
+	}
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	get := func(env string) string { return strings.TrimSpace(*values[env]) }
+
+	var cfg config
+	var errs []error
+	bad := func(env, why string) { errs = append(errs, fmt.Errorf("%s: %s", env, why)) }
+	cfg.HTTPAddr = get("HTTP_ADDR")
+	cfg.DatabaseURL = get("DATABASE_URL")
+	cfg.RedisPassword = *values["REDIS_PASSWORD"]
+	cfg.AdminToken = *values["ADMIN_TOKEN"]
+	for _, a := range strings.Split(get("REDIS_ADDRS"), ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			cfg.RedisAddrs = append(cfg.RedisAddrs, a)
+		}
+	}
+	if len(cfg.RedisAddrs) == 0 {
+		bad("REDIS_ADDRS", "lists no node")
+	}
+	if cfg.DatabaseURL == "" {
+		bad("DATABASE_URL", "is empty")
+	}
+	var err error
+	if cfg.LockWait, err = time.ParseDuration(get("LOCK_WAIT")); err != nil || cfg.LockWait <= 0 {
+		bad("LOCK_WAIT", "must be a positive duration such as 3s")
+	}
+	if cfg.LockLease, err = time.ParseDuration(get("LOCK_LEASE")); err != nil || cfg.LockLease < 0 {
+		bad("LOCK_LEASE", "must be 0 (watchdog) or a positive duration such as 10s")
+	}
+	if cfg.SeedDemo, err = strconv.ParseBool(get("SEED_DEMO_COUPONS")); err != nil {
+		bad("SEED_DEMO_COUPONS", "must be true or false")
+	}
+	if cfg.MaxInFlight, err = strconv.Atoi(get("MAX_INFLIGHT")); err != nil || cfg.MaxInFlight <= 0 {
+		bad("MAX_INFLIGHT", "must be a positive integer")
+	}
+	if err := cfg.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL"))); err != nil {
+		bad("LOG_LEVEL", "must be debug, info, warn or error")
+	}
+	if len(errs) > 0 {
+		return config{}, fmt.Errorf("configuration: %w", errors.Join(errs...))
+	}
+	return cfg, nil
+}

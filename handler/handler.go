@@ -1,0 +1,272 @@
+// Package handler is couponsvc's HTTP layer: routes, request decoding and validation, the
+// mapping of service errors to the contract's status codes and error bodies, and the swag
+// annotations the OpenAPI document in docs/ is generated from.
+package handler
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"couponsvc/internal/metrics"
+	"couponsvc/service"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Handler serves the contract's HTTP API.
+type Handler struct {
+	svc      *service.Service
+	metrics  *metrics.Metrics
+	log      *slog.Logger
+	inflight chan struct{} // a slot per issue request in progress (MAX_INFLIGHT)
+	engine   *gin.Engine
+}
+
+// Config tunes the HTTP layer.
+type Config struct {
+	MaxInFlight int // issue requests in progress at once; beyond it 429
+}
+
+// New returns the HTTP handler with every route registered.
+func New(svc *service.Service, m *metrics.Metrics, log *slog.Logger, cfg Config) *Handler {
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 4096
+	}
+	h := &Handler{svc: svc, metrics: m, log: log, inflight: make(chan struct{}, cfg.MaxInFlight)}
+	r := gin.New()
+	r.HandleMethodNotAllowed = true
+	r.UseRawPath = true // an escaped slash stays inside its path segment: "..%2FA0001" is an (unknown) code
+	r.Use(h.observe, h.recoverPanic)
+	h.routes(r)
+	h.engine = r
+	return h
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.engine.ServeHTTP(w, r) }
+
+// observe records every answer in the HTTP metrics, by route template (never the raw path,
+// whose values are unbounded).
+func (h *Handler) observe(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	route := c.FullPath()
+	if route == "" {
+		route = "unmatched"
+	}
+	h.metrics.HTTPRequests.WithLabelValues(route, c.Request.Method, strconv.Itoa(c.Writer.Status())).Inc()
+	h.metrics.HTTPDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+}
+
+func (h *Handler) recoverPanic(c *gin.Context) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			h.log.ErrorContext(c, "panic", "path", c.Request.URL.Path, "panic", v)
+			writeError(c, http.StatusInternalServerError, "INTERNAL", "internal error")
+		}
+	}()
+	c.Next()
+}
+
+// limitInFlight bounds the issue requests in progress: beyond the limit the answer is 429 at
+// once, so a crowd cannot queue without bound inside one instance.
+func (h *Handler) limitInFlight(c *gin.Context) {
+	select {
+	case h.inflight <- struct{}{}:
+	default:
+		c.Header("Retry-After", "1")
+		writeError(c, http.StatusTooManyRequests, "TOO_MANY_REQUESTS", "this instance is at its in-flight limit; retry shortly")
+		return
+	}
+	h.metrics.InFlight.Inc()
+	defer func() {
+		<-h.inflight
+		h.metrics.InFlight.Dec()
+	}()
+	c.Next()
+}
+
+// healthz godoc
+//
+//	@Summary	Liveness: the process is up
+//	@Tags		ops
+//	@Produce	json
+//	@Success	200	{object}	StatusResponse
+//	@Router		/healthz [get]
+func (h *Handler) healthz(c *gin.Context) {
+	c.JSON(http.StatusOK, StatusResponse{Status: "ok"})
+}
+
+// readyz godoc
+//
+//	@Summary	Readiness: PostgreSQL and a quorum of the Redis nodes are reachable
+//	@Tags		ops
+//	@Produce	json
+//	@Success	200	{object}	StatusResponse
+//	@Failure	503	{object}	ErrorResponse	"UNAVAILABLE"
+//	@Router		/readyz [get]
+func (h *Handler) readyz(c *gin.Context) {
+	ctx, cancel := context.WithTimeout(c, 2*time.Second)
+	defer cancel()
+	if err := h.svc.Ready(ctx); err != nil {
+		writeError(c, http.StatusServiceUnavailable, "UNAVAILABLE", err.Error())
+		return
+	}
+	c.JSON(http.StatusOK, StatusResponse{Status: "ready"})
+}
+
+// prometheus godoc
+//
+//	@Summary	Prometheus metrics in the text exposition format
+//	@Tags		ops
+//	@Produce	plain
+//	@Success	200	{string}	string
+//	@Router		/metrics [get]
+func (h *Handler) prometheus(c *gin.Context) {
+	promhttp.HandlerFor(h.metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP(c.Writer, c.Request)
+}
+
+// issueCoupon godoc
+//
+//	@Summary		Issue a coupon to a user, first come first served
+//	@Description	Issues one coupon of the given code to the user. A 201 is sent only after the wallet row is committed; any other answer left nothing behind. Retries by the same user always get 409.
+//	@Tags			coupons
+//	@Accept			json
+//	@Produce		json
+//	@Param			code	path		string			true	"coupon code"	example(A0001)
+//	@Param			body	body		IssueRequest	true	"who asks"
+//	@Success		201		{object}	WalletEntryResponse
+//	@Failure		400		{object}	ErrorResponse	"INVALID_REQUEST"
+//	@Failure		404		{object}	ErrorResponse	"COUPON_NOT_FOUND"
+//	@Failure		409		{object}	ErrorResponse	"ALREADY_ISSUED"
+//	@Failure		410		{object}	ErrorResponse	"SOLD_OUT"
+//	@Failure		429		{object}	ErrorResponse	"TOO_MANY_REQUESTS (with Retry-After)"
+//	@Failure		503		{object}	ErrorResponse	"LOCK_TIMEOUT (with Retry-After) or UNAVAILABLE"
+//	@Router			/api/v1/coupons/{code}/issue [post]
+func (h *Handler) issueCoupon(c *gin.Context) {
+	var req IssueRequest
+	if err := decodeJSON(c, maxBodyBytes, &req); err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	if req.UserID == "" {
+		writeServiceError(c, errMissing("userId"))
+		return
+	}
+	userID, err := service.ParseUserID(req.UserID)
+	if err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	e, err := h.svc.Issue(c, c.Param("code"), userID)
+	if err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, walletEntryResponse(e))
+}
+
+// listCoupons godoc
+//
+//	@Summary	List coupons with their issued and remaining quantities
+//	@Tags		coupons
+//	@Produce	json
+//	@Success	200	{array}		CouponResponse
+//	@Failure	503	{object}	ErrorResponse	"UNAVAILABLE"
+//	@Router		/api/v1/coupons [get]
+func (h *Handler) listCoupons(c *gin.Context) {
+	cs, err := h.svc.ListCoupons(c)
+	if err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	out := make([]CouponResponse, len(cs))
+	for i, cp := range cs {
+		out[i] = couponResponse(cp)
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+// getCoupon godoc
+//
+//	@Summary	One coupon with its issued and remaining quantities
+//	@Tags		coupons
+//	@Produce	json
+//	@Param		code	path		string	true	"coupon code"	example(A0001)
+//	@Success	200		{object}	CouponResponse
+//	@Failure	404		{object}	ErrorResponse	"COUPON_NOT_FOUND"
+//	@Failure	503		{object}	ErrorResponse	"UNAVAILABLE"
+//	@Router		/api/v1/coupons/{code} [get]
+func (h *Handler) getCoupon(c *gin.Context) {
+	cp, err := h.svc.GetCoupon(c, c.Param("code"))
+	if err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, couponResponse(cp))
+}
+
+// userWallet godoc
+//
+//	@Summary	The coupons a user holds
+//	@Tags		wallet
+//	@Produce	json
+//	@Param		userId	path		string	true	"user id (UUID)"	example(3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f)
+//	@Success	200		{array}		WalletEntryResponse
+//	@Failure	400		{object}	ErrorResponse	"INVALID_REQUEST"
+//	@Failure	503		{object}	ErrorResponse	"UNAVAILABLE"
+//	@Router		/api/v1/users/{userId}/coupons [get]
+func (h *Handler) userWallet(c *gin.Context) {
+	userID, err := service.ParseUserID(c.Param("userId"))
+	if err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	w, err := h.svc.UserWallet(c, userID)
+	if err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	out := make([]WalletEntryResponse, len(w))
+	for i, e := range w {
+		out[i] = walletEntryResponse(e)
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+// writeServiceError answers err with the contract's status, code and body.
+func writeServiceError(c *gin.Context, err error) {
+	switch {
+	case errors.Is(err, service.ErrInvalid):
+		writeError(c, http.StatusBadRequest, "INVALID_REQUEST", err.Error())
+	case errors.Is(err, service.ErrCouponNotFound):
+		writeError(c, http.StatusNotFound, "COUPON_NOT_FOUND", "no coupon with code "+strconv.Quote(c.Param("code")))
+	case errors.Is(err, service.ErrAlreadyIssued):
+		writeError(c, http.StatusConflict, "ALREADY_ISSUED", "this user already holds this coupon")
+	case errors.Is(err, service.ErrSoldOut):
+		writeError(c, http.StatusGone, "SOLD_OUT", "no coupons left")
+	case errors.Is(err, service.ErrLockTimeout):
+		c.Header("Retry-After", "1")
+		writeError(c, http.StatusServiceUnavailable, "LOCK_TIMEOUT", "the coupon is busy; nothing was issued, retry shortly")
+	case errors.Is(err, service.ErrUnavailable):
+		c.Header("Retry-After", "2")
+		writeError(c, http.StatusServiceUnavailable, "UNAVAILABLE", "a backing store is unreachable; nothing was issued, retry shortly")
+	case errors.Is(err, context.Canceled):
+		// The client went away; nobody reads this answer. 499 as nginx logs it.
+		writeError(c, 499, "CANCELED", "request canceled by the client")
+	default:
+		writeError(c, http.StatusInternalServerError, "INTERNAL", "internal error")
+	}
+}
+
+func writeError(c *gin.Context, status int, code, message string) {
+	c.AbortWithStatusJSON(status, ErrorResponse{Error: ErrorBody{Code: code, Message: message}})
+}

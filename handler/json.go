@@ -1,0 +1,98 @@
+package handler
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"couponsvc/service"
+
+	"github.com/gin-gonic/gin"
+)
+
+// maxBodyBytes is the contract's limit on a request body.
+const maxBodyBytes = 4 << 10
+
+// IssueRequest is the body of an issue request.
+type IssueRequest struct {
+	UserID string `json:"userId" example:"3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f"`
+}
+
+// CouponResponse is a coupon with its counts.
+type CouponResponse struct {
+	Code           string `json:"code" example:"A0001"`
+	Name           string `json:"name" example:"Coupon A"`
+	DiscountAmount int64  `json:"discountAmount" example:"10000"`
+	TotalQuantity  int    `json:"totalQuantity" example:"300"`
+	IssuedQuantity int    `json:"issuedQuantity" example:"12"`
+	Remaining      int    `json:"remaining" example:"288"`
+}
+
+// WalletEntryResponse is one coupon held by a user.
+type WalletEntryResponse struct {
+	ID             string    `json:"id" example:"01936b2e-7c1a-7d3e-9f00-0a1b2c3d4e5f"`
+	CouponCode     string    `json:"couponCode" example:"A0001"`
+	UserID         string    `json:"userId" example:"3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f"`
+	DiscountAmount int64     `json:"discountAmount" example:"10000"`
+	IssuedAt       time.Time `json:"issuedAt" example:"2026-11-21T13:00:00.123Z"`
+}
+
+// ErrorResponse is the body of every error answer.
+type ErrorResponse struct {
+	Error ErrorBody `json:"error"`
+}
+
+// ErrorBody says what went wrong: a stable code for programs, a message for people.
+type ErrorBody struct {
+	Code    string `json:"code" example:"SOLD_OUT"`
+	Message string `json:"message" example:"no coupons left"`
+}
+
+// StatusResponse is the body of the health endpoints.
+type StatusResponse struct {
+	Status string `json:"status" example:"ok"`
+}
+
+func couponResponse(c service.Coupon) CouponResponse {
+	return CouponResponse{Code: c.Code, Name: c.Name, DiscountAmount: c.DiscountAmount,
+		TotalQuantity: c.TotalQuantity, IssuedQuantity: c.IssuedQuantity, Remaining: c.TotalQuantity - c.IssuedQuantity}
+}
+
+func walletEntryResponse(e service.WalletEntry) WalletEntryResponse {
+	return WalletEntryResponse{ID: e.ID.String(), CouponCode: e.CouponCode, UserID: e.UserID.String(),
+		DiscountAmount: e.DiscountAmount, IssuedAt: e.IssuedAt.UTC()}
+}
+
+func errMissing(field string) error {
+	return fmt.Errorf("%w: %s is required", service.ErrInvalid, field)
+}
+
+// decodeJSON reads at most limit bytes of body into v: one JSON object, no unknown fields, no
+// trailing data. Every failure is a service.ErrInvalid that says what was wrong.
+func decodeJSON(c *gin.Context, limit int64, v any) error {
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, limit))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return fmt.Errorf("%w: body over %d bytes", service.ErrInvalid, limit)
+	case err != nil:
+		return fmt.Errorf("%w: reading body: %v", service.ErrInvalid, err)
+	case len(bytes.TrimSpace(body)) == 0:
+		return fmt.Errorf("%w: body is empty; send a JSON object", service.ErrInvalid)
+	case bytes.TrimSpace(body)[0] != '{':
+		return fmt.Errorf("%w: body must be a JSON object", service.ErrInvalid)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: malformed JSON: %v", service.ErrInvalid, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: malformed JSON: data after the object", service.ErrInvalid)
+	}
+	return nil
+}

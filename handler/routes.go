@@ -1,0 +1,30 @@
+package handler
+
+import (
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+	swaggerFiles "github.com/swaggo/files"
+	ginSwagger "github.com/swaggo/gin-swagger"
+)
+
+// routes lists the whole HTTP surface of the service.
+func (h *Handler) routes(r *gin.Engine) {
+	r.GET("/healthz", h.healthz)
+	r.GET("/readyz", h.readyz)
+	r.GET("/metrics", h.prometheus)
+
+	api := r.Group("/api/v1")
+	api.POST("/coupons/:code/issue", h.limitInFlight, h.issueCoupon)
+	api.GET("/coupons", h.listCoupons)
+	api.GET("/coupons/:code", h.getCoupon)
+	api.GET("/users/:userId/coupons", h.userWallet)
+
+	r.GET("/swagger", func(c *gin.Context) { c.Redirect(http.StatusMovedPermanently, "/swagger/index.html") })
+	r.GET("/swagger/*any", ginSwagger.WrapHandler(swaggerFiles.Handler))
+
+	r.NoRoute(func(c *gin.Context) { writeError(c, http.StatusNotFound, "NOT_FOUND", "no such route") })
+	r.NoMethod(func(c *gin.Context) {
+		writeError(c, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "method not allowed on this route")
+	})
+}

@@ -1,0 +1,233 @@
+// Command couponsvc issues coupons first come first served: a per-coupon Redlock over
+// independent Redis nodes serialises the issues of a coupon, and one PostgreSQL transaction
+// checks and updates the counter and the wallet under it.
+//
+//	@title			couponsvc API
+//	@version		1.0
+//	@description	First-come-first-served coupon issuance: exactly the stock, never twice to one user, a 201 only after commit.
+//	@BasePath		/
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	_ "couponsvc/docs" // the OpenAPI document served by /swagger
+	"couponsvc/handler"
+	"couponsvc/internal/metrics"
+	"couponsvc/lock"
+	"couponsvc/repository"
+	"couponsvc/service"
+
+	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+)
+
+// version is stamped at build time: -ldflags "-X main.version=...".
+var version = "dev"
+
+const (
+	// shutdownDrain is how long in-flight requests may take to finish after SIGTERM (contract).
+	shutdownDrain = 10 * time.Second
+	// startupWait is how long serve and migrate wait for PostgreSQL to accept connections,
+	// so pods may start before their database.
+	startupWait = 60 * time.Second
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "couponsvc:", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole program; tests call it with their own arguments and environment.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve", "migrate":
+	case "version":
+		fmt.Fprintln(stdout, "couponsvc", version)
+		return nil
+	case "help":
+		fmt.Fprintln(stdout, "usage: couponsvc [serve|migrate|version] [flags]; couponsvc serve -h lists the settings")
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q (want serve, migrate or version)", cmd)
+	}
+	cfg, err := loadConfig("couponsvc "+cmd, args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+
+	pool, err := openDatabase(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	repo := repository.New(pool)
+	if err := migrate(ctx, repo, cfg, log); err != nil {
+		return err
+	}
+	if cmd == "migrate" {
+		log.Info("migrations applied", "seed_demo", cfg.SeedDemo)
+		return nil
+	}
+	return serve(ctx, cfg, repo, log)
+}
+
+// openDatabase makes the pgx pool. Its size defaults to 32 connections (pgx's own default,
+// 4 on this kind of machine, starves the read endpoints during a crowd); a pool_max_conns in
+// the DSN wins.
+func openDatabase(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	if !strings.Contains(dsn, "pool_max_conns") {
+		pcfg.MaxConns = 32
+	}
+	pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	return pool, nil
+}
+
+// migrate applies the schema (and seeds), waiting for PostgreSQL to come up.
+func migrate(ctx context.Context, repo *repository.Repository, cfg config, log *slog.Logger) error {
+	wctx, cancel := context.WithTimeout(ctx, startupWait)
+	defer cancel()
+	for attempt := 1; ; attempt++ {
+		err := repo.Migrate(wctx)
+		if err == nil && cfg.SeedDemo {
+			err = repo.SeedDemo(wctx)
+		}
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, repository.ErrUnavailable) || wctx.Err() != nil {
+			return fmt.Errorf("migrate (database %s): %w", redactDSN(cfg.DatabaseURL), err)
+		}
+		log.Warn("waiting for PostgreSQL", "database", redactDSN(cfg.DatabaseURL), "attempt", attempt, "err", err)
+		select {
+		case <-wctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// redactDSN drops the password from a DSN so that it can be logged.
+func redactDSN(dsn string) string {
+	pcfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return "(unparsable DSN)"
+	}
+	c := pcfg.ConnConfig
+	return fmt.Sprintf("postgres://%s@%s:%d/%s", c.User, c.Host, c.Port, c.Database)
+}
+
+func serve(ctx context.Context, cfg config, repo *repository.Repository, log *slog.Logger) error {
+	nodes := lock.NewNodes(cfg.RedisAddrs, cfg.RedisPassword)
+	locks := lock.New(nodes)
+	defer locks.Close()
+
+	m := metrics.New()
+	svc := service.New(repo, lockerAdapter{locks, nodes}, service.Config{
+		LockWait: cfg.LockWait, LockLease: cfg.LockLease,
+	}, m, log)
+	gin.SetMode(gin.ReleaseMode)
+	h := handler.New(svc, m, log, handler.Config{MaxInFlight: cfg.MaxInFlight})
+
+	srv := &http.Server{
+		Addr:              cfg.HTTPAddr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		// An issue may wait LOCK_WAIT for the lock and then run its transaction.
+		WriteTimeout:   cfg.LockWait + 15*time.Second,
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:    func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info("serving", "addr", ln.Addr().String(), "version", version,
+		"redis_nodes", len(cfg.RedisAddrs), "lock_wait", cfg.LockWait.String(), "lock_lease", cfg.LockLease.String(),
+		"database", redactDSN(cfg.DatabaseURL))
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining in-flight requests", "drain", shutdownDrain.String())
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownDrain)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Error("drain incomplete", "err", err)
+	}
+	// Each request releases its own lock before it answers; Close stops what is left
+	// (watchdogs, subscriptions) so no lock waits out its lease.
+	if err := locks.Close(); err != nil {
+		log.Warn("closing lock client", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// lockerAdapter presents a lock.Client as the service's Locker.
+type lockerAdapter struct {
+	c     *lock.Client
+	nodes []redis.UniversalClient
+}
+
+func (a lockerAdapter) Mutex(name string) service.Mutex { return a.c.Mutex(name) }
+
+func (a lockerAdapter) AdvanceFence(ctx context.Context, name string, atLeast int64) error {
+	return a.c.AdvanceFence(ctx, name, atLeast)
+}
+
+// Ping succeeds when a quorum (N/2+1) of the Redis nodes answers PING.
+func (a lockerAdapter) Ping(ctx context.Context) error {
+	errs := make(chan error, len(a.nodes))
+	for _, n := range a.nodes {
+		go func() { errs <- n.Ping(ctx).Err() }()
+	}
+	var ok int
+	var failed []error
+	for range a.nodes {
+		if err := <-errs; err != nil {
+			failed = append(failed, err)
+		} else {
+			ok++
+		}
+	}
+	if quorum := len(a.nodes)/2 + 1; ok < quorum {
+		return fmt.Errorf("%d of %d Redis nodes answer, quorum is %d: %w", ok, len(a.nodes), quorum, errors.Join(failed...))
+	}
+	return nil
+}

@@ -1,0 +1,89 @@
+package repository
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// migrationLockKey is the pg_advisory_lock key that serialises migrations: several pods
+// starting at once apply each migration exactly once, the others wait and then find it done.
+const migrationLockKey = 0x636f75706f6e // "coupon"
+
+// Migrate applies the embedded migrations not applied yet, each in its own transaction,
+// under a session advisory lock. It is idempotent.
+func (r *Repository) Migrate(ctx context.Context) error {
+	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	sort.Strings(names)
+
+	conn, err := r.pool.Acquire(ctx)
+	if err != nil {
+		return translate("migrate: acquire connection", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrationLockKey); err != nil {
+		return translate("migrate: advisory lock", err)
+	}
+	// Unlock on a fresh context: a cancelled ctx must not leave the lock held on a pooled
+	// connection.
+	defer conn.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, migrationLockKey) //nolint:errcheck
+
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return translate("migrate: create schema_migrations", err)
+	}
+	for _, name := range names {
+		version := strings.TrimSuffix(strings.TrimPrefix(name, "migrations/"), ".sql")
+		sql, err := migrationFiles.ReadFile(name)
+		if err != nil {
+			return fmt.Errorf("migrate %s: %w", version, err)
+		}
+		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			var done bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`, version).Scan(&done); err != nil || done {
+				return err
+			}
+			if _, err := tx.Exec(ctx, string(sql)); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, version)
+			return err
+		})
+		if err != nil {
+			return translate("migrate "+version, err)
+		}
+	}
+	return nil
+}
+
+// DemoCoupons are the three tiers seeded by default (the contract's table).
+var DemoCoupons = []Coupon{
+	{Code: "A0001", Name: "Coupon A", DiscountAmount: 10000, TotalQuantity: 300},
+	{Code: "B0001", Name: "Coupon B", DiscountAmount: 5000, TotalQuantity: 2000},
+	{Code: "C0001", Name: "Coupon C", DiscountAmount: 1000, TotalQuantity: 10000},
+}
+
+// SeedDemo creates the demo tiers that do not exist yet; existing ones are left as they are.
+func (r *Repository) SeedDemo(ctx context.Context) error {
+	for _, c := range DemoCoupons {
+		_, err := r.pool.Exec(ctx, `INSERT INTO coupon (id, code, name, discount_amount, total_quantity)
+			VALUES ($1, $2, $3, $4, $5) ON CONFLICT (code) DO NOTHING`,
+			uuid.Must(uuid.NewV7()), c.Code, c.Name, c.DiscountAmount, c.TotalQuantity)
+		if err != nil {
+			return translate("seed "+c.Code, err)
+		}
+	}
+	return nil
+}

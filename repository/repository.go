@@ -1,0 +1,266 @@
+// Package repository is couponsvc's PostgreSQL layer: embedded migrations, coupon and wallet
+// queries, and the issue transaction. Driver errors are translated here into the sentinel
+// errors below; nothing above this package imports pgx.
+package repository
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Errors returned by the repository; test them with errors.Is.
+var (
+	ErrCouponNotFound = errors.New("coupon not found")
+	ErrAlreadyIssued  = errors.New("coupon already issued to this user")
+	ErrSoldOut        = errors.New("coupon sold out")
+	// ErrStaleFence means the write came from a lock grant older than one PostgreSQL has
+	// already accepted for this coupon: the caller's lock was lost.
+	ErrStaleFence = errors.New("stale lock fencing token")
+	// ErrUnavailable means PostgreSQL could not be reached or dropped the connection.
+	ErrUnavailable = errors.New("database unavailable")
+)
+
+// Coupon is a coupon row.
+type Coupon struct {
+	ID             uuid.UUID
+	Code           string
+	Name           string
+	DiscountAmount int64
+	TotalQuantity  int
+	IssuedQuantity int
+	FenceToken     int64
+}
+
+// WalletEntry is a coupon_wallet row joined with the coupon facts a client needs.
+type WalletEntry struct {
+	ID             uuid.UUID
+	CouponID       uuid.UUID
+	CouponCode     string
+	UserID         uuid.UUID
+	DiscountAmount int64
+	IssuedAt       time.Time
+}
+
+// Repository runs queries on a pgx pool.
+type Repository struct {
+	pool *pgxpool.Pool
+}
+
+// New returns a Repository over pool.
+func New(pool *pgxpool.Pool) *Repository { return &Repository{pool: pool} }
+
+// Ping checks that PostgreSQL answers.
+func (r *Repository) Ping(ctx context.Context) error {
+	if err := r.pool.Ping(ctx); err != nil {
+		return translate("ping", err)
+	}
+	return nil
+}
+
+const couponColumns = `id, code, name, discount_amount, total_quantity, issued_quantity, fence_token`
+
+func scanCoupon(row pgx.Row) (Coupon, error) {
+	var c Coupon
+	err := row.Scan(&c.ID, &c.Code, &c.Name, &c.DiscountAmount, &c.TotalQuantity, &c.IssuedQuantity, &c.FenceToken)
+	return c, err
+}
+
+// CouponByCode returns the coupon with that code, or ErrCouponNotFound.
+func (r *Repository) CouponByCode(ctx context.Context, code string) (Coupon, error) {
+	c, err := scanCoupon(r.pool.QueryRow(ctx, `SELECT `+couponColumns+` FROM coupon WHERE code = $1`, code))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Coupon{}, fmt.Errorf("coupon %q: %w", code, ErrCouponNotFound)
+	}
+	if err != nil {
+		return Coupon{}, translate("get coupon "+code, err)
+	}
+	return c, nil
+}
+
+// ListCoupons returns every coupon, ordered by code.
+func (r *Repository) ListCoupons(ctx context.Context) ([]Coupon, error) {
+	rows, err := r.pool.Query(ctx, `SELECT `+couponColumns+` FROM coupon ORDER BY code`)
+	if err != nil {
+		return nil, translate("list coupons", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Coupon, error) { return scanCoupon(row) })
+	if err != nil {
+		return nil, translate("list coupons", err)
+	}
+	return out, nil
+}
+
+// CreateCoupon inserts a coupon with nothing issued yet.
+func (r *Repository) CreateCoupon(ctx context.Context, c Coupon) (Coupon, error) {
+	if c.ID == uuid.Nil {
+		c.ID = uuid.Must(uuid.NewV7())
+	}
+	_, err := r.pool.Exec(ctx, `INSERT INTO coupon (id, code, name, discount_amount, total_quantity)
+		VALUES ($1, $2, $3, $4, $5)`, c.ID, c.Code, c.Name, c.DiscountAmount, c.TotalQuantity)
+	if err != nil {
+		return Coupon{}, translate("create coupon "+c.Code, err)
+	}
+	c.IssuedQuantity, c.FenceToken = 0, 0
+	return c, nil
+}
+
+// issueSQL is the whole issue as one statement, and so one transaction: the counter moves only
+// while below the stock and only for a fencing token not older than the last accepted one, and
+// the wallet row is inserted only when the counter moved. A unique violation on
+// (coupon_id, user_id) aborts the statement, counter included.
+const issueSQL = `
+WITH c AS (
+    UPDATE coupon
+       SET issued_quantity = issued_quantity + 1, fence_token = $4
+     WHERE id = $2 AND issued_quantity < total_quantity AND fence_token <= $4
+ RETURNING id
+)
+INSERT INTO coupon_wallet (id, coupon_id, user_id, issued_at)
+SELECT $1, c.id, $3, now() FROM c
+RETURNING issued_at`
+
+// Issue issues coupon couponID to userID in one transaction, under lock grant fence. It
+// returns ErrAlreadyIssued, ErrSoldOut, ErrStaleFence, ErrUnavailable, or the committed row.
+//
+// When the connection fails mid-statement the outcome is unknown (the commit may have
+// happened); Issue then looks the row up again so that a committed issue is reported as such
+// and never turned into an error answer while its row exists.
+func (r *Repository) Issue(ctx context.Context, couponID, userID uuid.UUID, fence int64) (WalletEntry, error) {
+	e := WalletEntry{ID: uuid.Must(uuid.NewV7()), CouponID: couponID, UserID: userID}
+	err := r.pool.QueryRow(ctx, issueSQL, e.ID, couponID, userID, fence).Scan(&e.IssuedAt)
+	switch {
+	case err == nil:
+		return e, nil
+	case errors.Is(err, pgx.ErrNoRows):
+		return WalletEntry{}, r.whyNotIssued(ctx, couponID, userID, fence)
+	case isUniqueViolation(err):
+		return WalletEntry{}, fmt.Errorf("issue: %w", ErrAlreadyIssued)
+	}
+	err = translate("issue", err)
+	if errors.Is(err, ErrUnavailable) {
+		if got, lerr := r.lookupAfterFailure(couponID, userID); lerr == nil {
+			if got.ID == e.ID {
+				return got, nil // our statement committed before the connection broke
+			}
+			return WalletEntry{}, fmt.Errorf("issue: %w", ErrAlreadyIssued)
+		}
+	}
+	return WalletEntry{}, err
+}
+
+// whyNotIssued tells apart the reasons the issue statement changed nothing. A user who holds
+// the coupon gets ErrAlreadyIssued even when it is also sold out, so retries always see 409.
+func (r *Repository) whyNotIssued(ctx context.Context, couponID, userID uuid.UUID, fence int64) error {
+	var held bool
+	var issued, total int
+	var lastFence int64
+	err := r.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM coupon_wallet WHERE coupon_id = $1 AND user_id = $2),
+		issued_quantity, total_quantity, fence_token FROM coupon WHERE id = $1`, couponID, userID).
+		Scan(&held, &issued, &total, &lastFence)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("issue: %w", ErrCouponNotFound)
+	case err != nil:
+		return translate("issue", err)
+	case held:
+		return fmt.Errorf("issue: %w", ErrAlreadyIssued)
+	case issued >= total:
+		return fmt.Errorf("issue: %w", ErrSoldOut)
+	case lastFence > fence:
+		return fmt.Errorf("issue: token %d, coupon already written with %d: %w", fence, lastFence, ErrStaleFence)
+	}
+	// Nothing explains it now: the state moved between the two statements (a lock lost to
+	// another holder). Treat it as a stale grant: nothing was written, the caller retries.
+	return fmt.Errorf("issue: state changed concurrently: %w", ErrStaleFence)
+}
+
+// lookupAfterFailure reads the user's wallet row for the coupon on a fresh attempt, retrying
+// briefly while PostgreSQL comes back; it returns an error when the outcome stays unknown.
+func (r *Repository) lookupAfterFailure(couponID, userID uuid.UUID) (WalletEntry, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for {
+		e, err := r.walletEntry(ctx, couponID, userID)
+		if err == nil || errors.Is(err, pgx.ErrNoRows) {
+			return e, err
+		}
+		select {
+		case <-ctx.Done():
+			return WalletEntry{}, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (r *Repository) walletEntry(ctx context.Context, couponID, userID uuid.UUID) (WalletEntry, error) {
+	var e WalletEntry
+	err := r.pool.QueryRow(ctx, `SELECT w.id, w.coupon_id, c.code, w.user_id, c.discount_amount, w.issued_at
+		FROM coupon_wallet w JOIN coupon c ON c.id = w.coupon_id
+		WHERE w.coupon_id = $1 AND w.user_id = $2`, couponID, userID).
+		Scan(&e.ID, &e.CouponID, &e.CouponCode, &e.UserID, &e.DiscountAmount, &e.IssuedAt)
+	return e, err
+}
+
+// HasIssued reports whether userID holds coupon couponID.
+func (r *Repository) HasIssued(ctx context.Context, couponID, userID uuid.UUID) (bool, error) {
+	_, err := r.walletEntry(ctx, couponID, userID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, translate("has issued", err)
+	}
+	return true, nil
+}
+
+// UserWallet lists the user's wallet entries, oldest first.
+func (r *Repository) UserWallet(ctx context.Context, userID uuid.UUID) ([]WalletEntry, error) {
+	rows, err := r.pool.Query(ctx, `SELECT w.id, w.coupon_id, c.code, w.user_id, c.discount_amount, w.issued_at
+		FROM coupon_wallet w JOIN coupon c ON c.id = w.coupon_id
+		WHERE w.user_id = $1 ORDER BY w.issued_at, w.id`, userID)
+	if err != nil {
+		return nil, translate("user wallet", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (WalletEntry, error) {
+		var e WalletEntry
+		err := row.Scan(&e.ID, &e.CouponID, &e.CouponCode, &e.UserID, &e.DiscountAmount, &e.IssuedAt)
+		return e, err
+	})
+	if err != nil {
+		return nil, translate("user wallet", err)
+	}
+	return out, nil
+}
+
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
+
+// translate wraps err with the operation. Every error that is not an SQL error from the server
+// (dial, I/O, a closed pool, a deadline) means PostgreSQL could not be reached and becomes
+// ErrUnavailable, as do the SQL error classes for a server going away or refusing
+// connections. A cancelled context (the caller gave up) stays what it is.
+func translate(op string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code[:2] == "08", // connection exception
+			pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03", // shutting down / starting up
+			pgErr.Code == "53300": // too many connections
+			return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+		}
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+}

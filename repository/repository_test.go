@@ -1,0 +1,215 @@
+package repository
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"couponsvc/internal/testenv"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func newRepo(t *testing.T, dsn string) *Repository {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return New(pool)
+}
+
+func migrated(t *testing.T) *Repository {
+	t.Helper()
+	r := newRepo(t, testenv.Database(t))
+	if err := r.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestMigrateConcurrentAndIdempotent(t *testing.T) {
+	dsn := testenv.Database(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := 0; i < 8; i++ { // eight pods starting at once
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := newRepo(t, dsn)
+			if err := r.Migrate(ctx); err != nil {
+				errs <- err
+				return
+			}
+			errs <- r.SeedDemo(ctx)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newRepo(t, dsn)
+	if err := r.Migrate(ctx); err != nil { // and once more, later
+		t.Fatal(err)
+	}
+	cs, err := r.ListCoupons(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 3 || cs[0].Code != "A0001" || cs[0].TotalQuantity != 300 || cs[2].TotalQuantity != 10000 {
+		t.Fatalf("seeded coupons: %+v", cs)
+	}
+}
+
+func TestSchemaRefusesBrokenInvariants(t *testing.T) {
+	r := migrated(t)
+	ctx := context.Background()
+	c, err := r.CreateCoupon(ctx, Coupon{Code: "X1", Name: "x", DiscountAmount: 1, TotalQuantity: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := uuid.New()
+	for _, tc := range []struct{ name, sql string }{
+		{"over stock", `UPDATE coupon SET issued_quantity = 2 WHERE id = $1`},
+		{"negative", `UPDATE coupon SET issued_quantity = -1 WHERE id = $1`},
+		{"bad code", `UPDATE coupon SET code = 'a/../b' WHERE id = $1`},
+	} {
+		if _, err := r.pool.Exec(ctx, tc.sql, c.ID); err == nil {
+			t.Errorf("%s: accepted", tc.name)
+		}
+	}
+	if _, err := r.pool.Exec(ctx, `INSERT INTO coupon_wallet (id, coupon_id, user_id) VALUES ($1, $2, $3), ($4, $2, $3)`,
+		uuid.New(), c.ID, user, uuid.New()); err == nil {
+		t.Error("two wallet rows for one (coupon, user) accepted")
+	}
+}
+
+func TestIssueOutcomes(t *testing.T) {
+	r := migrated(t)
+	ctx := context.Background()
+	c, err := r.CreateCoupon(ctx, Coupon{Code: "T2", Name: "two", DiscountAmount: 500, TotalQuantity: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u1, u2, u3 := uuid.New(), uuid.New(), uuid.New()
+	e, err := r.Issue(ctx, c.ID, u1, 1)
+	if err != nil || e.UserID != u1 || e.IssuedAt.IsZero() {
+		t.Fatalf("first issue: %+v %v", e, err)
+	}
+	if _, err := r.Issue(ctx, c.ID, u1, 1); !errors.Is(err, ErrAlreadyIssued) {
+		t.Fatalf("duplicate: %v", err)
+	}
+	if _, err := r.Issue(ctx, c.ID, u2, 0); !errors.Is(err, ErrStaleFence) {
+		t.Fatalf("stale token: %v", err)
+	}
+	if _, err := r.Issue(ctx, c.ID, u2, 5); err != nil {
+		t.Fatalf("second issue: %v", err)
+	}
+	if _, err := r.Issue(ctx, c.ID, u3, 5); !errors.Is(err, ErrSoldOut) {
+		t.Fatalf("third issue: %v", err)
+	}
+	if _, err := r.Issue(ctx, c.ID, u1, 6); !errors.Is(err, ErrAlreadyIssued) {
+		t.Fatalf("holder retrying after sell-out must get already-issued: %v", err)
+	}
+	got, err := r.CouponByCode(ctx, "T2")
+	if err != nil || got.IssuedQuantity != 2 || got.FenceToken != 5 {
+		t.Fatalf("coupon after issues: %+v %v", got, err)
+	}
+	w, err := r.UserWallet(ctx, u1)
+	if err != nil || len(w) != 1 || w[0].CouponCode != "T2" || w[0].DiscountAmount != 500 {
+		t.Fatalf("wallet: %+v %v", w, err)
+	}
+	if _, err := r.CouponByCode(ctx, "NOPE"); !errors.Is(err, ErrCouponNotFound) {
+		t.Fatalf("unknown code: %v", err)
+	}
+}
+
+// Without any lock at all, the statement alone keeps the invariants under a crowd.
+func TestIssueConcurrentWithoutLockKeepsInvariants(t *testing.T) {
+	r := migrated(t)
+	ctx := context.Background()
+	c, err := r.CreateCoupon(ctx, Coupon{Code: "CROWD", Name: "c", DiscountAmount: 1, TotalQuantity: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := make([]uuid.UUID, 200)
+	for i := range users {
+		users[i] = uuid.New()
+	}
+	var mu sync.Mutex
+	counts := map[string]int{}
+	var wg sync.WaitGroup
+	for i := 0; i < 1000; i++ {
+		wg.Add(1)
+		go func(u uuid.UUID) {
+			defer wg.Done()
+			_, err := r.Issue(ctx, c.ID, u, 1)
+			k := "ok"
+			switch {
+			case errors.Is(err, ErrAlreadyIssued):
+				k = "dup"
+			case errors.Is(err, ErrSoldOut):
+				k = "soldout"
+			case err != nil:
+				k = err.Error()
+			}
+			mu.Lock()
+			counts[k]++
+			mu.Unlock()
+		}(users[i%len(users)])
+	}
+	wg.Wait()
+	if counts["ok"] != 50 || counts["ok"]+counts["dup"]+counts["soldout"] != 1000 {
+		t.Fatalf("outcomes: %v", counts)
+	}
+	var rows, issued int
+	if err := r.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM coupon_wallet WHERE coupon_id = $1), issued_quantity FROM coupon WHERE id = $1`, c.ID).Scan(&rows, &issued); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 50 || issued != 50 {
+		t.Fatalf("rows %d issued %d", rows, issued)
+	}
+}
+
+func TestUnavailableAndReconnect(t *testing.T) {
+	pg := testenv.NewPostgres(t)
+	r := newRepo(t, pg.DSN("postgres"))
+	ctx := context.Background()
+	if err := r.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SeedDemo(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := r.CouponByCode(ctx, "A0001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg.Stop(t)
+	tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if _, err := r.Issue(tctx, c.ID, uuid.New(), 1); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("issue with PostgreSQL down: %v", err)
+	}
+	if err := r.Ping(tctx); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("ping with PostgreSQL down: %v", err)
+	}
+	pg.Start(t)
+	if _, err := r.Issue(ctx, c.ID, uuid.New(), 1); err != nil { // the pool reconnects by itself
+		t.Fatalf("issue after restart: %v", err)
+	}
+	got, _ := r.CouponByCode(ctx, "A0001")
+	if got.IssuedQuantity != 1 {
+		t.Fatalf("issued after restart: %d", got.IssuedQuantity)
+	}
+}

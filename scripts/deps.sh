@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Makes sure the PostgreSQL server binaries and redis-server are installed: installs the Debian
+# packages when they are missing and we are root, otherwise prints the exact command and fails.
+# Extra Debian packages to require may be given as arguments (e.g. jmeter).
+set -euo pipefail
+
+missing=()
+pg_bin() {
+  local d
+  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k4 -n -r); do
+    [ -x "$d/initdb" ] && [ -x "$d/postgres" ] && { echo "$d"; return 0; }
+  done
+  command -v initdb >/dev/null && command -v postgres >/dev/null && { dirname "$(command -v postgres)"; return 0; }
+  return 1
+}
+pg_bin >/dev/null || missing+=(postgresql)
+command -v psql >/dev/null || missing+=(postgresql-client)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
+for pkg in "$@"; do
+  command -v "$pkg" >/dev/null || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+# De-duplicate while keeping order.
+read -r -a missing <<<"$(printf '%s\n' "${missing[@]}" | awk '!seen[$0]++' | tr '\n' ' ')"
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  echo "deps: installing ${missing[*]} with apt-get" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+else
+  echo "deps: missing ${missing[*]}; install with:" >&2
+  echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
