@@ -6,7 +6,10 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 SWAG := $(GO) run github.com/swaggo/swag/cmd/swag@v1.16.6
 SWAG_INIT := init -g main.go --outputTypes go,json,yaml --quiet
 
-.PHONY: run test build docs docs-check vet fmt-check deps
+.PHONY: run test build docs docs-check vet fmt-check deps image loadtest
+
+IMAGE ?= couponsvc:$(VERSION)
+LOADTEST_ARGS ?=
 
 ## run: serve on :8080 with the demo coupons, starting local PostgreSQL/Redis when none is reachable
 run:
@@ -30,8 +33,8 @@ docs:
 ## docs-check: fail when docs/ is not what swag generates from the code
 docs-check:
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
-	$(SWAG) $(SWAG_INIT) -o $$tmp >/dev/null && \
-	diff -r docs $$tmp >/dev/null || { echo "docs/ is stale: run 'make docs' and commit it"; diff -ru docs $$tmp | head -40; exit 1; }
+	$(SWAG) $(SWAG_INIT) -o $$tmp/docs >/dev/null && \
+	diff -r docs $$tmp/docs >/dev/null || { echo "docs/ is stale: run 'make docs' and commit it"; diff -ru docs $$tmp/docs | head -40; exit 1; }
 
 vet:
 	$(GO) vet ./...
@@ -39,3 +42,16 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+## image: the container image (Dockerfile) as $(IMAGE), built with Docker (or Podman) when one is available
+image:
+	@if docker info >/dev/null 2>&1; then engine=docker; \
+	elif podman info >/dev/null 2>&1; then engine=podman; \
+	else echo "image: no Docker daemon (or Podman) available; install Docker, or for minikube: eval \$$(minikube docker-env) (see k8s/README.md)" >&2; exit 1; fi; \
+	echo "$$engine build --build-arg VERSION=$(VERSION) -t $(IMAGE) ."; \
+	$$engine build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+## loadtest: the JMeter flash crowd (jmeter/) against the service on 127.0.0.1:8080 (make run);
+## more -J properties in LOADTEST_ARGS, e.g. make loadtest LOADTEST_ARGS='-Jhost=192.168.49.2 -Jport=80'
+loadtest:
+	$(GO) run ./jmeter/cmd/loadtest -- $(LOADTEST_ARGS)

@@ -1,0 +1,719 @@
+package k8s
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os/exec"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+)
+
+const namespace = "coupon"
+
+// objects is a rendered kustomization, decoded.
+type objects struct {
+	namespaces   []*corev1.Namespace
+	configMaps   map[string]*corev1.ConfigMap
+	secrets      map[string]*corev1.Secret
+	services     map[string]*corev1.Service
+	deployments  map[string]*appsv1.Deployment
+	statefulSets map[string]*appsv1.StatefulSet
+	ingresses    []*networkingv1.Ingress
+	pdbs         []*policyv1.PodDisruptionBudget
+	hpas         []*autoscalingv2.HorizontalPodAutoscaler
+	names        []string // kind/name of every object, sorted
+}
+
+// render builds the kustomization in dir with kustomize's Go API (no kubectl needed) and decodes
+// every object strictly: a field the Kubernetes type does not have (a typo, a wrong level) fails.
+func render(t *testing.T, dir string) *objects {
+	t.Helper()
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	m, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, err)
+	}
+	o := &objects{
+		configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
+		services: map[string]*corev1.Service{}, deployments: map[string]*appsv1.Deployment{},
+		statefulSets: map[string]*appsv1.StatefulSet{},
+	}
+	for _, r := range m.Resources() {
+		y, err := r.AsYAML()
+		if err != nil {
+			t.Fatalf("%s: %v", r.CurId(), err)
+		}
+		kind, name := r.GetKind(), r.GetName()
+		o.names = append(o.names, kind+"/"+name)
+		if kind != "Namespace" && r.GetNamespace() != namespace {
+			t.Errorf("%s/%s: namespace %q, want %q", kind, name, r.GetNamespace(), namespace)
+		}
+		var obj any
+		switch kind {
+		case "Namespace":
+			v := &corev1.Namespace{}
+			o.namespaces, obj = append(o.namespaces, v), v
+		case "ConfigMap":
+			v := &corev1.ConfigMap{}
+			o.configMaps[name], obj = v, v
+		case "Secret":
+			v := &corev1.Secret{}
+			o.secrets[name], obj = v, v
+		case "Service":
+			v := &corev1.Service{}
+			o.services[name], obj = v, v
+		case "Deployment":
+			v := &appsv1.Deployment{}
+			o.deployments[name], obj = v, v
+		case "StatefulSet":
+			v := &appsv1.StatefulSet{}
+			o.statefulSets[name], obj = v, v
+		case "Ingress":
+			v := &networkingv1.Ingress{}
+			o.ingresses, obj = append(o.ingresses, v), v
+		case "PodDisruptionBudget":
+			v := &policyv1.PodDisruptionBudget{}
+			o.pdbs, obj = append(o.pdbs, v), v
+		case "HorizontalPodAutoscaler":
+			v := &autoscalingv2.HorizontalPodAutoscaler{}
+			o.hpas, obj = append(o.hpas, v), v
+		default:
+			t.Errorf("%s/%s: kind not known to this test; add it here", kind, name)
+			continue
+		}
+		if err := yaml.UnmarshalStrict(y, obj); err != nil {
+			t.Errorf("%s/%s does not decode strictly into the Kubernetes type: %v\n%s", kind, name, err, y)
+		}
+	}
+	sort.Strings(o.names)
+	return o
+}
+
+// workload is a Deployment or StatefulSet, seen through what the checks need.
+type workload struct {
+	kind, name string
+	replicas   *int32
+	template   *corev1.PodTemplateSpec
+}
+
+func (o *objects) workloads() []workload {
+	var out []workload
+	for _, n := range sortedKeys(o.deployments) {
+		d := o.deployments[n]
+		out = append(out, workload{"Deployment", n, d.Spec.Replicas, &d.Spec.Template})
+	}
+	for _, n := range sortedKeys(o.statefulSets) {
+		s := o.statefulSets[n]
+		out = append(out, workload{"StatefulSet", n, s.Spec.Replicas, &s.Spec.Template})
+	}
+	return out
+}
+
+// selected lists the workloads whose pods the selector matches.
+func (o *objects) selected(sel map[string]string) []workload {
+	var out []workload
+	if len(sel) == 0 {
+		return nil
+	}
+	for _, w := range o.workloads() {
+		if labels.SelectorFromSet(sel).Matches(labels.Set(w.template.Labels)) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// configMapName and secretName find a generated object by the name in the sources (kustomize
+// appends a content hash).
+func (o *objects) configMapName(t *testing.T, base string) string {
+	t.Helper()
+	for n := range o.configMaps {
+		if n == base || strings.HasPrefix(n, base+"-") {
+			return n
+		}
+	}
+	t.Fatalf("no ConfigMap %s", base)
+	return ""
+}
+
+func (o *objects) secretName(t *testing.T, base string) string {
+	t.Helper()
+	for n := range o.secrets {
+		if n == base || strings.HasPrefix(n, base+"-") {
+			return n
+		}
+	}
+	t.Fatalf("no Secret %s", base)
+	return ""
+}
+
+func TestBase(t *testing.T) {
+	o := render(t, ".")
+	t.Logf("rendered: %s", strings.Join(o.names, " "))
+	if len(o.namespaces) != 1 || o.namespaces[0].Name != namespace {
+		t.Errorf("want exactly the Namespace %q", namespace)
+	}
+	if len(o.hpas) != 0 {
+		t.Errorf("the event setup (k8s/) must not autoscale: pre-scale instead; the HPA belongs in k8s/autoscale")
+	}
+	checkWorkloads(t, o)
+	checkServices(t, o)
+	checkIngress(t, o)
+	api := checkAPI(t, o)
+	checkRedis(t, o, api)
+	checkPostgres(t, o)
+	checkPDB(t, o, api)
+	if r := o.deployments["coupon-api"].Spec.Replicas; r == nil || *r != 3 {
+		t.Errorf("coupon-api replicas = %v, want 3", r)
+	}
+}
+
+func TestAutoscale(t *testing.T) {
+	o := render(t, "autoscale")
+	base := render(t, ".")
+	want := append(slices.Clone(base.names), "HorizontalPodAutoscaler/coupon-api")
+	sort.Strings(want)
+	if !slices.Equal(o.names, want) {
+		t.Errorf("autoscale renders %v, want the base plus the HPA: %v", o.names, want)
+	}
+	if len(o.hpas) != 1 {
+		t.Fatalf("want one HPA, got %d", len(o.hpas))
+	}
+	h := o.hpas[0]
+	ref := h.Spec.ScaleTargetRef
+	if ref.Kind != "Deployment" || ref.APIVersion != "apps/v1" || o.deployments[ref.Name] == nil || ref.Name != "coupon-api" {
+		t.Errorf("HPA targets %s %s/%s, want the Deployment coupon-api", ref.APIVersion, ref.Kind, ref.Name)
+	}
+	if h.Spec.MinReplicas == nil || *h.Spec.MinReplicas < 3 || h.Spec.MaxReplicas < *h.Spec.MinReplicas {
+		t.Errorf("HPA replicas %v..%d: keep at least 3 for the PDB and the quorum of pods", h.Spec.MinReplicas, h.Spec.MaxReplicas)
+	}
+	if r := o.deployments["coupon-api"].Spec.Replicas; r != nil {
+		t.Errorf("with an HPA the Deployment must not set replicas (each apply would reset them), got %d", *r)
+	}
+	checkWorkloads(t, o)
+}
+
+// TestKubectlRendersTheSame renders with kubectl's own kustomize when kubectl is installed: the
+// README's `kubectl apply -k` must see the same objects as the Go API above.
+func TestKubectlRendersTheSame(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl not installed; the Go API render above is the check")
+	}
+	for _, dir := range []string{".", "autoscale"} {
+		out, err := exec.Command(kubectl, "kustomize", dir).Output()
+		if err != nil {
+			t.Fatalf("kubectl kustomize %s: %v", dir, err)
+		}
+		var got []string
+		for _, doc := range bytes.Split(out, []byte("\n---\n")) {
+			var meta struct {
+				Kind     string `json:"kind"`
+				Metadata struct {
+					Name string `json:"name"`
+				} `json:"metadata"`
+			}
+			if err := yaml.Unmarshal(doc, &meta); err != nil {
+				t.Fatalf("kubectl kustomize %s: %v", dir, err)
+			}
+			got = append(got, meta.Kind+"/"+meta.Metadata.Name)
+		}
+		sort.Strings(got)
+		if want := render(t, dir).names; !slices.Equal(got, want) {
+			t.Errorf("kubectl kustomize %s renders %v, the Go API %v", dir, got, want)
+		}
+	}
+}
+
+// checkWorkloads: every container has probes, requests and limits, a pinned image; every pod
+// runs as non-root without privilege escalation.
+func checkWorkloads(t *testing.T, o *objects) {
+	t.Helper()
+	for _, w := range o.workloads() {
+		spec := w.template.Spec
+		if spec.SecurityContext == nil || spec.SecurityContext.RunAsNonRoot == nil || !*spec.SecurityContext.RunAsNonRoot {
+			t.Errorf("%s/%s: pod securityContext.runAsNonRoot must be true", w.kind, w.name)
+		}
+		if len(spec.InitContainers) > 0 {
+			t.Errorf("%s/%s: init containers are not expected (migrations run in the API)", w.kind, w.name)
+		}
+		for _, c := range spec.Containers {
+			where := fmt.Sprintf("%s/%s container %s", w.kind, w.name, c.Name)
+			if c.ReadinessProbe == nil || c.LivenessProbe == nil {
+				t.Errorf("%s: needs both a readinessProbe and a livenessProbe", where)
+			}
+			for _, res := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+				req, hasReq := c.Resources.Requests[res]
+				lim, hasLim := c.Resources.Limits[res]
+				if !hasReq || !hasLim {
+					t.Errorf("%s: needs %s requests and limits", where, res)
+				} else if req.Cmp(lim) > 0 {
+					t.Errorf("%s: %s request %s above limit %s", where, res, req.String(), lim.String())
+				}
+			}
+			if !pinned(c.Image) {
+				t.Errorf("%s: image %q must be pinned by a tag other than latest (or a digest)", where, c.Image)
+			}
+			if c.SecurityContext == nil || c.SecurityContext.AllowPrivilegeEscalation == nil || *c.SecurityContext.AllowPrivilegeEscalation {
+				t.Errorf("%s: securityContext.allowPrivilegeEscalation must be false", where)
+			}
+			for _, e := range c.Env {
+				if e.ValueFrom == nil {
+					continue
+				}
+				if ref := e.ValueFrom.SecretKeyRef; ref != nil {
+					s := o.secrets[ref.Name]
+					if s == nil {
+						t.Errorf("%s: env %s refers to Secret %q, which is not rendered", where, e.Name, ref.Name)
+					} else if _, ok := s.Data[ref.Key]; !ok {
+						t.Errorf("%s: env %s refers to key %q missing from Secret %s", where, e.Name, ref.Key, ref.Name)
+					}
+				}
+				if ref := e.ValueFrom.ConfigMapKeyRef; ref != nil {
+					cm := o.configMaps[ref.Name]
+					if cm == nil {
+						t.Errorf("%s: env %s refers to ConfigMap %q, which is not rendered", where, e.Name, ref.Name)
+					} else if _, ok := cm.Data[ref.Key]; !ok {
+						t.Errorf("%s: env %s refers to key %q missing from ConfigMap %s", where, e.Name, ref.Key, ref.Name)
+					}
+				}
+			}
+			for _, ef := range c.EnvFrom {
+				if ef.ConfigMapRef != nil && o.configMaps[ef.ConfigMapRef.Name] == nil {
+					t.Errorf("%s: envFrom ConfigMap %q is not rendered", where, ef.ConfigMapRef.Name)
+				}
+				if ef.SecretRef != nil && o.secrets[ef.SecretRef.Name] == nil {
+					t.Errorf("%s: envFrom Secret %q is not rendered", where, ef.SecretRef.Name)
+				}
+			}
+			for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe, c.StartupProbe} {
+				if p != nil && p.HTTPGet != nil && p.HTTPGet.Port.Type == intstr.String && !hasPort(c, p.HTTPGet.Port.StrVal) {
+					t.Errorf("%s: probe port %q is not a container port", where, p.HTTPGet.Port.StrVal)
+				}
+			}
+		}
+	}
+}
+
+func pinned(image string) bool {
+	if strings.Contains(image, "@sha256:") {
+		return true
+	}
+	slash := strings.LastIndex(image, "/")
+	colon := strings.LastIndex(image, ":")
+	if colon <= slash {
+		return false
+	}
+	tag := image[colon+1:]
+	return tag != "" && tag != "latest"
+}
+
+func hasPort(c corev1.Container, name string) bool {
+	for _, p := range c.Ports {
+		if p.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// checkServices: every Service selects the pods of exactly one workload and its target ports
+// exist on them.
+func checkServices(t *testing.T, o *objects) {
+	t.Helper()
+	for _, name := range sortedKeys(o.services) {
+		svc := o.services[name]
+		ws := o.selected(svc.Spec.Selector)
+		if len(ws) != 1 {
+			t.Errorf("Service %s selects %d workloads, want 1 (selector %v)", name, len(ws), svc.Spec.Selector)
+			continue
+		}
+		w := ws[0]
+		for _, p := range svc.Spec.Ports {
+			if !targetExists(w.template.Spec.Containers, p) {
+				t.Errorf("Service %s port %s: targetPort %s is not a container port of %s/%s", name, p.Name, p.TargetPort.String(), w.kind, w.name)
+			}
+		}
+		if st := o.statefulSets[w.name]; w.kind == "StatefulSet" && (st.Spec.ServiceName != name || svc.Spec.ClusterIP != corev1.ClusterIPNone) {
+			t.Errorf("StatefulSet %s: serviceName %q must name its headless Service %s (clusterIP None)", w.name, st.Spec.ServiceName, name)
+		}
+	}
+}
+
+func targetExists(cs []corev1.Container, p corev1.ServicePort) bool {
+	for _, c := range cs {
+		for _, cp := range c.Ports {
+			switch {
+			case p.TargetPort.Type == intstr.String && p.TargetPort.StrVal == cp.Name,
+				p.TargetPort.Type == intstr.Int && p.TargetPort.IntVal == cp.ContainerPort,
+				p.TargetPort.Type == intstr.Int && p.TargetPort.IntVal == 0 && p.Port == cp.ContainerPort:
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// checkIngress: ingress-nginx, /api/v1 and /swagger for host coupon.local and for any host, each
+// backend an existing Service and port.
+func checkIngress(t *testing.T, o *objects) {
+	t.Helper()
+	if len(o.ingresses) != 1 {
+		t.Fatalf("want one Ingress, got %d", len(o.ingresses))
+	}
+	ing := o.ingresses[0]
+	if ing.Spec.IngressClassName == nil || *ing.Spec.IngressClassName != "nginx" {
+		t.Errorf("Ingress %s: ingressClassName must be nginx (minikube addons enable ingress)", ing.Name)
+	}
+	routes := map[string]bool{} // host + path
+	for _, rule := range ing.Spec.Rules {
+		if rule.HTTP == nil {
+			t.Errorf("Ingress %s: rule for host %q has no http paths", ing.Name, rule.Host)
+			continue
+		}
+		for _, p := range rule.HTTP.Paths {
+			routes[rule.Host+p.Path] = true
+			if p.PathType == nil || *p.PathType != networkingv1.PathTypePrefix {
+				t.Errorf("Ingress %s: path %s%s must be pathType Prefix", ing.Name, rule.Host, p.Path)
+			}
+			b := p.Backend.Service
+			if b == nil {
+				t.Errorf("Ingress %s: path %s%s has no service backend", ing.Name, rule.Host, p.Path)
+				continue
+			}
+			svc := o.services[b.Name]
+			if svc == nil {
+				t.Errorf("Ingress %s: path %s%s routes to Service %q, which is not rendered", ing.Name, rule.Host, p.Path, b.Name)
+				continue
+			}
+			found := false
+			for _, sp := range svc.Spec.Ports {
+				if (b.Port.Name != "" && sp.Name == b.Port.Name) || (b.Port.Number != 0 && sp.Port == b.Port.Number) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("Ingress %s: path %s%s routes to port %+v, which Service %s does not have", ing.Name, rule.Host, p.Path, b.Port, b.Name)
+			}
+			if ws := o.selected(svc.Spec.Selector); len(ws) != 1 || ws[0].name != "coupon-api" {
+				t.Errorf("Ingress %s: path %s%s does not reach the API pods", ing.Name, rule.Host, p.Path)
+			}
+		}
+	}
+	for _, host := range []string{"coupon.local", ""} {
+		for _, path := range []string{"/api/v1", "/swagger"} {
+			if !routes[host+path] {
+				t.Errorf("Ingress %s: no route for host %q path %s", ing.Name, host, path)
+			}
+		}
+	}
+}
+
+// apiEnv is the API container's environment: the ConfigMap's keys, then env (which wins).
+type apiEnv struct {
+	values    map[string]string         // literal values, ConfigMap values
+	refs      map[string]*corev1.EnvVar // variables set from a Secret
+	undefined []string                  // $(VAR) references to a variable not defined before them
+}
+
+// checkAPI: the API Deployment's container, configuration and Secret use; returns it.
+func checkAPI(t *testing.T, o *objects) *appsv1.Deployment {
+	t.Helper()
+	d := o.deployments["coupon-api"]
+	if d == nil {
+		t.Fatalf("no Deployment coupon-api")
+	}
+	spec := d.Spec.Template.Spec
+	if len(spec.Containers) != 1 {
+		t.Fatalf("coupon-api: want one container, got %d", len(spec.Containers))
+	}
+	c := spec.Containers[0]
+	if !strings.HasPrefix(c.Image, "couponsvc:") {
+		t.Errorf("coupon-api image %q, want couponsvc:<tag> (the image make image builds)", c.Image)
+	}
+	if c.ImagePullPolicy != corev1.PullIfNotPresent {
+		t.Errorf("coupon-api imagePullPolicy %q: IfNotPresent, so a `minikube image load`ed image is used", c.ImagePullPolicy)
+	}
+	if len(c.Command) != 0 || !slices.Equal(c.Args, []string{"serve"}) {
+		t.Errorf("coupon-api: command %v args %v; want the image's entrypoint with args [serve]", c.Command, c.Args)
+	}
+	sc := c.SecurityContext
+	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Errorf("coupon-api: readOnlyRootFilesystem must be true")
+	}
+	if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
+		t.Errorf("coupon-api: container runAsNonRoot must be true")
+	}
+	if sc == nil || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
+		t.Errorf("coupon-api: capabilities must drop ALL")
+	}
+	if p := c.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" {
+		t.Errorf("coupon-api: readinessProbe must GET /readyz")
+	}
+	if p := c.LivenessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" {
+		t.Errorf("coupon-api: livenessProbe must GET /healthz")
+	}
+
+	// Graceful shutdown: preStop pause, then the contract's 10 s drain, within the grace period.
+	var pause int64
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil {
+		t.Errorf("coupon-api: needs a preStop pause so the Ingress stops sending before SIGTERM")
+	} else if s := c.Lifecycle.PreStop.Sleep; s == nil || s.Seconds < 1 {
+		t.Errorf("coupon-api: preStop must be a sleep of at least 1 s (distroless: no shell for exec)")
+	} else {
+		pause = s.Seconds
+	}
+	if g := spec.TerminationGracePeriodSeconds; g == nil || *g <= pause+10 {
+		t.Errorf("coupon-api: terminationGracePeriodSeconds %v must exceed preStop %ds + the 10 s drain", g, pause)
+	}
+
+	env := apiEnvironment(t, o, c)
+	for _, k := range []string{"HTTP_ADDR", "DATABASE_URL", "REDIS_ADDRS", "LOCK_WAIT", "LOCK_LEASE", "SEED_DEMO_COUPONS", "MAX_INFLIGHT", "LOG_LEVEL"} {
+		if _, ok := env.values[k]; !ok {
+			if _, ok := env.refs[k]; !ok {
+				t.Errorf("coupon-api: %s is not set", k)
+			}
+		}
+	}
+	if _, port, err := net.SplitHostPort(env.values["HTTP_ADDR"]); err != nil || port != strconv.Itoa(int(c.Ports[0].ContainerPort)) {
+		t.Errorf("coupon-api: HTTP_ADDR %q does not listen on the container port %d", env.values["HTTP_ADDR"], c.Ports[0].ContainerPort)
+	}
+
+	// The password comes from the Secret by reference, never inlined.
+	secret := o.secrets[o.secretName(t, "postgres-credentials")]
+	pw := env.refs["POSTGRES_PASSWORD"]
+	if pw == nil || pw.ValueFrom.SecretKeyRef == nil || pw.ValueFrom.SecretKeyRef.Name != secret.Name {
+		t.Errorf("coupon-api: POSTGRES_PASSWORD must come from Secret %s by secretKeyRef", secret.Name)
+	}
+	password := string(secret.Data["POSTGRES_PASSWORD"])
+	if password == "" {
+		t.Errorf("Secret %s has no POSTGRES_PASSWORD", secret.Name)
+	}
+	for _, w := range o.workloads() {
+		for _, wc := range w.template.Spec.Containers {
+			for _, e := range wc.Env {
+				if password != "" && strings.Contains(e.Value, password) {
+					t.Errorf("%s/%s: env %s inlines the database password; reference the Secret", w.kind, w.name, e.Name)
+				}
+			}
+		}
+	}
+	for _, cm := range o.configMaps {
+		for k, v := range cm.Data {
+			if password != "" && strings.Contains(v, password) {
+				t.Errorf("ConfigMap %s key %s holds the database password; it belongs in the Secret", cm.Name, k)
+			}
+		}
+	}
+	dbURL := expand(env.values["DATABASE_URL"], env.values)
+	if !strings.Contains(env.values["DATABASE_URL"], "$(POSTGRES_PASSWORD)") {
+		t.Errorf("coupon-api: DATABASE_URL %q must take the password as $(POSTGRES_PASSWORD)", env.values["DATABASE_URL"])
+	}
+	if !strings.HasPrefix(dbURL, "postgres://") || !strings.Contains(dbURL, "@postgres:5432/coupon?") {
+		t.Errorf("coupon-api: DATABASE_URL expands to %q, want postgres://USER:PASSWORD@postgres:5432/coupon?...", dbURL)
+	}
+	if len(env.undefined) > 0 {
+		t.Errorf("coupon-api: variables used before they are defined (Kubernetes leaves them as text): %v", env.undefined)
+	}
+	return d
+}
+
+// apiEnvironment resolves the container's environment as the kubelet does (envFrom first, then
+// env in order); values from a Secret stay references.
+func apiEnvironment(t *testing.T, o *objects, c corev1.Container) apiEnv {
+	t.Helper()
+	env := apiEnv{values: map[string]string{}, refs: map[string]*corev1.EnvVar{}}
+	for _, ef := range c.EnvFrom {
+		if ef.ConfigMapRef != nil {
+			if cm := o.configMaps[ef.ConfigMapRef.Name]; cm != nil {
+				for k, v := range cm.Data {
+					env.values[k] = v
+				}
+			}
+		}
+	}
+	for i := range c.Env {
+		e := &c.Env[i]
+		switch {
+		case e.ValueFrom == nil:
+			for _, m := range varRef.FindAllStringSubmatch(e.Value, -1) {
+				if _, ok := env.values[m[1]]; !ok {
+					env.undefined = append(env.undefined, e.Name+": "+m[0])
+				}
+			}
+			env.values[e.Name] = e.Value
+		case e.ValueFrom.ConfigMapKeyRef != nil && o.configMaps[e.ValueFrom.ConfigMapKeyRef.Name] != nil:
+			env.values[e.Name] = o.configMaps[e.ValueFrom.ConfigMapKeyRef.Name].Data[e.ValueFrom.ConfigMapKeyRef.Key]
+		default:
+			delete(env.values, e.Name)
+			env.refs[e.Name] = e
+			env.values[e.Name] = "$(" + e.Name + ")" // stands for itself in expansions
+		}
+	}
+	return env
+}
+
+var varRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+
+// expand replaces $(VAR) as Kubernetes does for variables it knows; unknown ones stay.
+func expand(s string, vars map[string]string) string {
+	for k, v := range vars {
+		if v != "$("+k+")" {
+			s = strings.ReplaceAll(s, "$("+k+")", v)
+		}
+	}
+	return s
+}
+
+// checkRedis: REDIS_ADDRS lists exactly three Redis Services, each in front of its own
+// single-pod Redis workload: independent nodes for the Redlock quorum, not replicas.
+func checkRedis(t *testing.T, o *objects, api *appsv1.Deployment) {
+	t.Helper()
+	env := apiEnvironment(t, o, api.Spec.Template.Spec.Containers[0])
+	addrs := strings.Split(env.values["REDIS_ADDRS"], ",")
+	if len(addrs) != 3 {
+		t.Fatalf("REDIS_ADDRS %q: want exactly three nodes", env.values["REDIS_ADDRS"])
+	}
+	seen := map[string]bool{}
+	for _, a := range addrs {
+		host, port, err := net.SplitHostPort(strings.TrimSpace(a))
+		if err != nil {
+			t.Errorf("REDIS_ADDRS entry %q: %v", a, err)
+			continue
+		}
+		svc := o.services[host]
+		if svc == nil {
+			t.Errorf("REDIS_ADDRS entry %q: no Service %s", a, host)
+			continue
+		}
+		if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return strconv.Itoa(int(p.Port)) == port }) {
+			t.Errorf("REDIS_ADDRS entry %q: Service %s has no port %s", a, host, port)
+		}
+		ws := o.selected(svc.Spec.Selector)
+		if len(ws) != 1 {
+			t.Errorf("Service %s selects %d workloads, want its own single Redis", host, len(ws))
+			continue
+		}
+		w := ws[0]
+		if seen[w.name] {
+			t.Errorf("REDIS_ADDRS: two entries reach %s/%s; the nodes must be independent", w.kind, w.name)
+		}
+		seen[w.name] = true
+		if w.replicas == nil || *w.replicas != 1 {
+			t.Errorf("%s/%s: replicas %v, want 1 (one independent node per Service)", w.kind, w.name, w.replicas)
+		}
+		img := w.template.Spec.Containers[0].Image
+		if !strings.HasPrefix(img, "redis:") {
+			t.Errorf("%s/%s: image %q is not Redis", w.kind, w.name, img)
+		}
+		for _, arg := range w.template.Spec.Containers[0].Args {
+			if strings.Contains(arg, "replicaof") || strings.Contains(arg, "slaveof") || strings.Contains(arg, "sentinel") {
+				t.Errorf("%s/%s: %q: the Redlock nodes must not replicate each other", w.kind, w.name, arg)
+			}
+		}
+	}
+}
+
+// checkPostgres: a StatefulSet with a volume claim, credentials from the Secret, pg_isready.
+func checkPostgres(t *testing.T, o *objects) {
+	t.Helper()
+	s := o.statefulSets["postgres"]
+	if s == nil {
+		t.Fatalf("no StatefulSet postgres")
+	}
+	if len(s.Spec.VolumeClaimTemplates) == 0 {
+		t.Errorf("StatefulSet postgres: needs a volumeClaimTemplate (its data must outlive the pod)")
+	}
+	c := s.Spec.Template.Spec.Containers[0]
+	mounted := false
+	for _, m := range c.VolumeMounts {
+		for _, v := range s.Spec.VolumeClaimTemplates {
+			if m.Name == v.Name && strings.HasPrefix(m.MountPath, "/var/lib/postgresql") {
+				mounted = true
+			}
+		}
+	}
+	if !mounted {
+		t.Errorf("StatefulSet postgres: the claim is not mounted at /var/lib/postgresql/...")
+	}
+	p := c.ReadinessProbe
+	if p == nil || p.Exec == nil || !strings.Contains(strings.Join(p.Exec.Command, " "), "pg_isready") {
+		t.Errorf("StatefulSet postgres: readiness must run pg_isready")
+	}
+	secret := o.secretName(t, "postgres-credentials")
+	for _, name := range []string{"POSTGRES_USER", "POSTGRES_PASSWORD"} {
+		ok := slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+			return e.Name == name && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && e.ValueFrom.SecretKeyRef.Name == secret
+		})
+		if !ok {
+			t.Errorf("StatefulSet postgres: %s must come from Secret %s", name, secret)
+		}
+	}
+	db := ""
+	for _, e := range c.Env {
+		if e.Name == "POSTGRES_DB" && e.ValueFrom != nil && e.ValueFrom.ConfigMapKeyRef != nil {
+			db = o.configMaps[e.ValueFrom.ConfigMapKeyRef.Name].Data[e.ValueFrom.ConfigMapKeyRef.Key]
+		} else if e.Name == "POSTGRES_DB" {
+			db = e.Value
+		}
+	}
+	if db != "coupon" {
+		t.Errorf("StatefulSet postgres: POSTGRES_DB %q, want coupon", db)
+	}
+}
+
+// checkPDB: the API's PodDisruptionBudget selects its pods and leaves room to evict one.
+func checkPDB(t *testing.T, o *objects, api *appsv1.Deployment) {
+	t.Helper()
+	for _, p := range o.pdbs {
+		sel, err := metav1LabelSelector(p)
+		if err != nil {
+			t.Errorf("PDB %s: %v", p.Name, err)
+			continue
+		}
+		if !sel.Matches(labels.Set(api.Spec.Template.Labels)) {
+			continue
+		}
+		if p.Spec.MinAvailable == nil || p.Spec.MinAvailable.Type != intstr.Int {
+			t.Errorf("PDB %s: want an integer minAvailable", p.Name)
+			return
+		}
+		if api.Spec.Replicas != nil && p.Spec.MinAvailable.IntValue() >= int(*api.Spec.Replicas) {
+			t.Errorf("PDB %s: minAvailable %d with %d replicas blocks every drain", p.Name, p.Spec.MinAvailable.IntValue(), *api.Spec.Replicas)
+		}
+		return
+	}
+	t.Errorf("no PodDisruptionBudget selects the coupon-api pods")
+}
+
+func metav1LabelSelector(p *policyv1.PodDisruptionBudget) (labels.Selector, error) {
+	if p.Spec.Selector == nil || len(p.Spec.Selector.MatchExpressions) > 0 {
+		return nil, fmt.Errorf("want a matchLabels selector")
+	}
+	return labels.SelectorFromSet(p.Spec.Selector.MatchLabels), nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
