@@ -111,94 +111,6 @@ func (r *Repository) CreateCoupon(ctx context.Context, c Coupon) (Coupon, error)
 	return c, nil
 }
 
-// issueSQL is the whole issue as one statement, and so one transaction: the counter moves only
-// while below the stock and only for a fencing token not older than the last accepted one, and
-// the wallet row is inserted only when the counter moved. A unique violation on
-// (coupon_id, user_id) aborts the statement, counter included.
-const issueSQL = `
-WITH c AS (
-    UPDATE coupon
-       SET issued_quantity = issued_quantity + 1, fence_token = $4
-     WHERE id = $2 AND issued_quantity < total_quantity AND fence_token <= $4
- RETURNING id
-)
-INSERT INTO coupon_wallet (id, coupon_id, user_id, issued_at)
-SELECT $1, c.id, $3, now() FROM c
-RETURNING issued_at`
-
-// Issue issues coupon couponID to userID in one transaction, under lock grant fence. It
-// returns ErrAlreadyIssued, ErrSoldOut, ErrStaleFence, ErrUnavailable, or the committed row.
-//
-// When the connection fails mid-statement the outcome is unknown (the commit may have
-// happened); Issue then looks the row up again so that a committed issue is reported as such
-// and never turned into an error answer while its row exists.
-func (r *Repository) Issue(ctx context.Context, couponID, userID uuid.UUID, fence int64) (WalletEntry, error) {
-	e := WalletEntry{ID: uuid.Must(uuid.NewV7()), CouponID: couponID, UserID: userID}
-	err := r.pool.QueryRow(ctx, issueSQL, e.ID, couponID, userID, fence).Scan(&e.IssuedAt)
-	switch {
-	case err == nil:
-		return e, nil
-	case errors.Is(err, pgx.ErrNoRows):
-		return WalletEntry{}, r.whyNotIssued(ctx, couponID, userID, fence)
-	case isUniqueViolation(err):
-		return WalletEntry{}, fmt.Errorf("issue: %w", ErrAlreadyIssued)
-	}
-	err = translate("issue", err)
-	if errors.Is(err, ErrUnavailable) {
-		if got, lerr := r.lookupAfterFailure(couponID, userID); lerr == nil {
-			if got.ID == e.ID {
-				return got, nil // our statement committed before the connection broke
-			}
-			return WalletEntry{}, fmt.Errorf("issue: %w", ErrAlreadyIssued)
-		}
-	}
-	return WalletEntry{}, err
-}
-
-// whyNotIssued tells apart the reasons the issue statement changed nothing. A user who holds
-// the coupon gets ErrAlreadyIssued even when it is also sold out, so retries always see 409.
-func (r *Repository) whyNotIssued(ctx context.Context, couponID, userID uuid.UUID, fence int64) error {
-	var held bool
-	var issued, total int
-	var lastFence int64
-	err := r.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM coupon_wallet WHERE coupon_id = $1 AND user_id = $2),
-		issued_quantity, total_quantity, fence_token FROM coupon WHERE id = $1`, couponID, userID).
-		Scan(&held, &issued, &total, &lastFence)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return fmt.Errorf("issue: %w", ErrCouponNotFound)
-	case err != nil:
-		return translate("issue", err)
-	case held:
-		return fmt.Errorf("issue: %w", ErrAlreadyIssued)
-	case issued >= total:
-		return fmt.Errorf("issue: %w", ErrSoldOut)
-	case lastFence > fence:
-		return fmt.Errorf("issue: token %d, coupon already written with %d: %w", fence, lastFence, ErrStaleFence)
-	}
-	// Nothing explains it now: the state moved between the two statements (a lock lost to
-	// another holder). Treat it as a stale grant: nothing was written, the caller retries.
-	return fmt.Errorf("issue: state changed concurrently: %w", ErrStaleFence)
-}
-
-// lookupAfterFailure reads the user's wallet row for the coupon on a fresh attempt, retrying
-// briefly while PostgreSQL comes back; it returns an error when the outcome stays unknown.
-func (r *Repository) lookupAfterFailure(couponID, userID uuid.UUID) (WalletEntry, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	for {
-		e, err := r.walletEntry(ctx, couponID, userID)
-		if err == nil || errors.Is(err, pgx.ErrNoRows) {
-			return e, err
-		}
-		select {
-		case <-ctx.Done():
-			return WalletEntry{}, err
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
 func (r *Repository) walletEntry(ctx context.Context, couponID, userID uuid.UUID) (WalletEntry, error) {
 	var e WalletEntry
 	err := r.pool.QueryRow(ctx, `SELECT w.id, w.coupon_id, c.code, w.user_id, c.discount_amount, w.issued_at
@@ -218,6 +130,19 @@ func (r *Repository) HasIssued(ctx context.Context, couponID, userID uuid.UUID) 
 		return false, translate("has issued", err)
 	}
 	return true, nil
+}
+
+// HoldersOf lists the users holding coupon couponID.
+func (r *Repository) HoldersOf(ctx context.Context, couponID uuid.UUID) ([]uuid.UUID, error) {
+	rows, err := r.pool.Query(ctx, `SELECT user_id FROM coupon_wallet WHERE coupon_id = $1`, couponID)
+	if err != nil {
+		return nil, translate("holders", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return nil, translate("holders", err)
+	}
+	return out, nil
 }
 
 // UserWallet lists the user's wallet entries, oldest first.

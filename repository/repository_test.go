@@ -34,6 +34,23 @@ func migrated(t *testing.T) *Repository {
 	return r
 }
 
+// issueOne is IssueBatch for a single request, its outcome as an error.
+func issueOne(ctx context.Context, r *Repository, couponID, user uuid.UUID, fence int64) (WalletEntry, error) {
+	res, err := r.IssueBatch(ctx, couponID, fence, []uuid.UUID{user})
+	if err != nil {
+		return WalletEntry{}, err
+	}
+	switch res[0].Outcome {
+	case Issued:
+		return res[0].Entry, nil
+	case AlreadyIssued:
+		return WalletEntry{}, ErrAlreadyIssued
+	case SoldOut:
+		return WalletEntry{}, ErrSoldOut
+	}
+	return WalletEntry{}, errors.New("undecided")
+}
+
 func TestMigrateConcurrentAndIdempotent(t *testing.T) {
 	dsn := testenv.Database(t)
 	ctx := context.Background()
@@ -102,27 +119,27 @@ func TestIssueOutcomes(t *testing.T) {
 		t.Fatal(err)
 	}
 	u1, u2, u3 := uuid.New(), uuid.New(), uuid.New()
-	e, err := r.Issue(ctx, c.ID, u1, 1)
+	e, err := issueOne(ctx, r, c.ID, u1, 1)
 	if err != nil || e.UserID != u1 || e.IssuedAt.IsZero() {
 		t.Fatalf("first issue: %+v %v", e, err)
 	}
-	if _, err := r.Issue(ctx, c.ID, u1, 1); !errors.Is(err, ErrAlreadyIssued) {
+	if _, err := issueOne(ctx, r, c.ID, u1, 1); !errors.Is(err, ErrAlreadyIssued) {
 		t.Fatalf("duplicate: %v", err)
 	}
-	if _, err := r.Issue(ctx, c.ID, u2, 0); !errors.Is(err, ErrStaleFence) {
+	if _, err := issueOne(ctx, r, c.ID, u2, 0); !errors.Is(err, ErrStaleFence) {
 		t.Fatalf("stale token: %v", err)
 	}
-	if _, err := r.Issue(ctx, c.ID, u2, 5); err != nil {
+	if _, err := issueOne(ctx, r, c.ID, u2, 5); err != nil {
 		t.Fatalf("second issue: %v", err)
 	}
-	if _, err := r.Issue(ctx, c.ID, u3, 5); !errors.Is(err, ErrSoldOut) {
+	if _, err := issueOne(ctx, r, c.ID, u3, 5); !errors.Is(err, ErrSoldOut) {
 		t.Fatalf("third issue: %v", err)
 	}
-	if _, err := r.Issue(ctx, c.ID, u1, 6); !errors.Is(err, ErrAlreadyIssued) {
+	if _, err := issueOne(ctx, r, c.ID, u1, 6); !errors.Is(err, ErrAlreadyIssued) {
 		t.Fatalf("holder retrying after sell-out must get already-issued: %v", err)
 	}
 	got, err := r.CouponByCode(ctx, "T2")
-	if err != nil || got.IssuedQuantity != 2 || got.FenceToken != 5 {
+	if err != nil || got.IssuedQuantity != 2 || got.FenceToken != 6 {
 		t.Fatalf("coupon after issues: %+v %v", got, err)
 	}
 	w, err := r.UserWallet(ctx, u1)
@@ -153,7 +170,7 @@ func TestIssueConcurrentWithoutLockKeepsInvariants(t *testing.T) {
 		wg.Add(1)
 		go func(u uuid.UUID) {
 			defer wg.Done()
-			_, err := r.Issue(ctx, c.ID, u, 1)
+			_, err := issueOne(ctx, r, c.ID, u, 1)
 			k := "ok"
 			switch {
 			case errors.Is(err, ErrAlreadyIssued):
@@ -198,18 +215,54 @@ func TestUnavailableAndReconnect(t *testing.T) {
 	pg.Stop(t)
 	tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	if _, err := r.Issue(tctx, c.ID, uuid.New(), 1); !errors.Is(err, ErrUnavailable) {
+	if _, err := issueOne(tctx, r, c.ID, uuid.New(), 1); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("issue with PostgreSQL down: %v", err)
 	}
 	if err := r.Ping(tctx); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("ping with PostgreSQL down: %v", err)
 	}
 	pg.Start(t)
-	if _, err := r.Issue(ctx, c.ID, uuid.New(), 1); err != nil { // the pool reconnects by itself
+	if _, err := issueOne(ctx, r, c.ID, uuid.New(), 1); err != nil { // the pool reconnects by itself
 		t.Fatalf("issue after restart: %v", err)
 	}
 	got, _ := r.CouponByCode(ctx, "A0001")
 	if got.IssuedQuantity != 1 {
 		t.Fatalf("issued after restart: %d", got.IssuedQuantity)
+	}
+}
+
+// A batch resolves duplicates and the stock boundary in arrival order, in one transaction.
+func TestIssueBatchArrivalOrder(t *testing.T) {
+	r := migrated(t)
+	ctx := context.Background()
+	c, err := r.CreateCoupon(ctx, Coupon{Code: "B3", Name: "three", DiscountAmount: 1, TotalQuantity: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, a, b, d, e := uuid.New(), uuid.New(), uuid.New(), uuid.New(), uuid.New()
+	if _, err := issueOne(ctx, r, c.ID, old, 1); err != nil {
+		t.Fatal(err)
+	}
+	// old holds one already; a asks twice; 2 left for a, b (d and e come too late).
+	res, err := r.IssueBatch(ctx, c.ID, 2, []uuid.UUID{old, a, a, b, d, old, e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Outcome{AlreadyIssued, Issued, AlreadyIssued, Issued, SoldOut, AlreadyIssued, SoldOut}
+	for i, w := range want {
+		if res[i].Outcome != w {
+			t.Fatalf("request %d: outcome %d, want %d (all: %+v)", i, res[i].Outcome, w, res)
+		}
+	}
+	if res[1].Entry.UserID != a || res[3].Entry.UserID != b || res[1].Entry.IssuedAt.IsZero() {
+		t.Fatalf("entries: %+v %+v", res[1].Entry, res[3].Entry)
+	}
+	got, _ := r.CouponByCode(ctx, "B3")
+	holders, _ := r.HoldersOf(ctx, c.ID)
+	if got.IssuedQuantity != 3 || len(holders) != 3 {
+		t.Fatalf("issued %d, holders %d", got.IssuedQuantity, len(holders))
+	}
+	if _, err := r.IssueBatch(ctx, c.ID, 1, []uuid.UUID{uuid.New()}); !errors.Is(err, ErrStaleFence) {
+		t.Fatalf("stale batch: %v", err)
 	}
 }

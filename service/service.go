@@ -39,7 +39,8 @@ type (
 type Repository interface {
 	CouponByCode(ctx context.Context, code string) (repository.Coupon, error)
 	ListCoupons(ctx context.Context) ([]repository.Coupon, error)
-	Issue(ctx context.Context, couponID, userID uuid.UUID, fence int64) (repository.WalletEntry, error)
+	IssueBatch(ctx context.Context, couponID uuid.UUID, fence int64, users []uuid.UUID) ([]repository.Result, error)
+	HoldersOf(ctx context.Context, couponID uuid.UUID) ([]uuid.UUID, error)
 	UserWallet(ctx context.Context, userID uuid.UUID) ([]repository.WalletEntry, error)
 	Ping(ctx context.Context) error
 }
@@ -67,6 +68,7 @@ type Config struct {
 	LockWait  time.Duration // longest wait for a coupon's lock (LOCK_WAIT)
 	LockLease time.Duration // 0: watchdog mode; >0: fixed lease (LOCK_LEASE)
 	TxTimeout time.Duration // longest the issue transaction may take; 0 means 5 s
+	MaxBatch  int           // most requests issued in one transaction; 0 means 512
 }
 
 // Service implements the use cases.
@@ -81,20 +83,13 @@ type Service struct {
 	coupons map[string]*couponState // by code; only coupons that exist
 }
 
-// couponState caches what never changes about a coupon, plus facts learned only after
-// PostgreSQL committed them, so that a cached answer is faster but never different.
-type couponState struct {
-	coupon Coupon // ID, code, name and discount; quantities here are not kept current
-
-	mu      sync.Mutex
-	soldOut bool                   // issued_quantity reached total_quantity (stock never shrinks)
-	holders map[uuid.UUID]struct{} // users known to hold this coupon
-}
-
 // New returns a Service.
 func New(repo Repository, locks Locker, cfg Config, m *metrics.Metrics, log *slog.Logger) *Service {
 	if cfg.TxTimeout <= 0 {
 		cfg.TxTimeout = 5 * time.Second
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 512
 	}
 	return &Service{repo: repo, locks: locks, cfg: cfg, metrics: m, log: log, coupons: map[string]*couponState{}}
 }
@@ -159,152 +154,6 @@ func (s *Service) translate(err error) error {
 		return fmt.Errorf("%w: %w", ErrLockTimeout, err)
 	}
 	return err
-}
-
-// Issue issues coupon code to userID, first come first served: a committed wallet entry, or
-// ErrCouponNotFound, ErrAlreadyIssued, ErrSoldOut, ErrLockTimeout or ErrUnavailable, in which
-// case nothing was issued.
-func (s *Service) Issue(ctx context.Context, code string, userID uuid.UUID) (WalletEntry, error) {
-	start := time.Now()
-	e, err := s.issue(ctx, code, userID)
-	result := resultOf(err)
-	label := code
-	if errors.Is(err, ErrCouponNotFound) {
-		label = "_unknown" // random codes must not grow the metric's label set
-	}
-	s.metrics.IssueOutcomes.WithLabelValues(label, result).Inc()
-	switch result {
-	case "error":
-		s.log.ErrorContext(ctx, "issue failed", "coupon", code, "user", userID, "err", err)
-	case "unavailable":
-		s.log.WarnContext(ctx, "issue unavailable", "coupon", code, "user", userID, "err", err)
-	default:
-		s.log.DebugContext(ctx, "issue", "coupon", code, "user", userID, "result", result,
-			"duration_ms", float64(time.Since(start).Microseconds())/1000)
-	}
-	return e, err
-}
-
-func resultOf(err error) string {
-	switch {
-	case err == nil:
-		return "issued"
-	case errors.Is(err, ErrAlreadyIssued):
-		return "already_issued"
-	case errors.Is(err, ErrSoldOut):
-		return "sold_out"
-	case errors.Is(err, ErrCouponNotFound):
-		return "not_found"
-	case errors.Is(err, ErrLockTimeout):
-		return "lock_timeout"
-	case errors.Is(err, ErrUnavailable):
-		return "unavailable"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	}
-	return "error"
-}
-
-func (s *Service) issue(ctx context.Context, code string, userID uuid.UUID) (WalletEntry, error) {
-	st, err := s.state(ctx, code)
-	if err != nil {
-		return WalletEntry{}, err
-	}
-	// Cheap answers first, from facts PostgreSQL committed: no lock, no round trip.
-	st.mu.Lock()
-	_, held := st.holders[userID]
-	soldOut := st.soldOut
-	st.mu.Unlock()
-	if held {
-		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, ErrAlreadyIssued)
-	}
-	if soldOut {
-		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, ErrSoldOut)
-	}
-
-	e, err := s.issueLocked(ctx, st, userID)
-	if errors.Is(err, repository.ErrStaleFence) {
-		// PostgreSQL accepted a newer grant than ours: either our lock was lost, or Redis
-		// lost its fencing counters (nodes restarted empty). Raise the counter to what
-		// PostgreSQL holds and try once more with a fresh grant.
-		if c, cerr := s.repo.CouponByCode(ctx, code); cerr == nil {
-			if aerr := s.locks.AdvanceFence(ctx, lockName(code), c.FenceToken); aerr != nil {
-				s.log.WarnContext(ctx, "advance fence", "coupon", code, "err", aerr)
-			}
-		}
-		e, err = s.issueLocked(ctx, st, userID)
-	}
-	switch {
-	case err == nil:
-		st.mu.Lock()
-		st.holders[userID] = struct{}{}
-		st.mu.Unlock()
-		e.CouponCode, e.DiscountAmount = st.coupon.Code, st.coupon.DiscountAmount
-		return e, nil
-	case errors.Is(err, repository.ErrAlreadyIssued):
-		st.mu.Lock()
-		st.holders[userID] = struct{}{}
-		st.mu.Unlock()
-	case errors.Is(err, repository.ErrSoldOut):
-		st.mu.Lock()
-		st.soldOut = true
-		st.mu.Unlock()
-	}
-	return WalletEntry{}, fmt.Errorf("issue %s: %w", code, s.translate(err))
-}
-
-func lockName(code string) string { return "coupon:" + code }
-
-// issueLocked takes the coupon's lock, runs the issue transaction under it with the grant's
-// fencing token, and releases the lock.
-func (s *Service) issueLocked(ctx context.Context, st *couponState, userID uuid.UUID) (WalletEntry, error) {
-	name := lockName(st.coupon.Code)
-	m := s.locks.Mutex(name)
-	ctx = lock.WithOwner(ctx, lock.NewOwner())
-
-	waitStart := time.Now()
-	err := m.TryLock(ctx, s.cfg.LockWait, s.cfg.LockLease)
-	s.metrics.LockWait.Observe(time.Since(waitStart).Seconds())
-	if err != nil {
-		return WalletEntry{}, fmt.Errorf("lock %s: %w", name, err)
-	}
-	held := time.Now()
-	defer func() {
-		// Release even when the client has gone: a held lock would stall everyone else
-		// until its lease ran out.
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		if err := m.Unlock(uctx); err != nil {
-			s.log.WarnContext(ctx, "unlock", "lock", name, "err", err)
-		}
-		s.metrics.LockHold.Observe(time.Since(held).Seconds())
-	}()
-	fence, _ := m.Fence(ctx)
-
-	// The transaction stops the moment the lock is known lost; the fencing token and the
-	// constraints guard the moments before that is known.
-	txCtx, cancel := context.WithTimeout(ctx, s.cfg.TxTimeout)
-	defer cancel()
-	lost := m.Lost(ctx)
-	go func() {
-		select {
-		case <-lost:
-			cancel()
-		case <-txCtx.Done():
-		}
-	}()
-	txStart := time.Now()
-	e, err := s.repo.Issue(txCtx, st.coupon.ID, userID, fence)
-	s.metrics.TxDuration.Observe(time.Since(txStart).Seconds())
-	if err != nil && txCtx.Err() != nil && ctx.Err() == nil {
-		select {
-		case <-lost:
-			return WalletEntry{}, fmt.Errorf("lock %s lost during the transaction: %w", name, lock.ErrLockLost)
-		default:
-			return WalletEntry{}, fmt.Errorf("issue transaction: %w: %w", repository.ErrUnavailable, err)
-		}
-	}
-	return e, err
 }
 
 // GetCoupon returns the coupon with its current counts.

@@ -24,6 +24,8 @@ type Metrics struct {
 	LockHold prometheus.Histogram
 	// TxDuration is the time of the issue transaction in PostgreSQL.
 	TxDuration prometheus.Histogram
+	// BatchSize is the number of requests issued in one transaction (group commit).
+	BatchSize prometheus.Histogram
 	// InFlight is the number of issue requests in progress in this instance.
 	InFlight prometheus.Gauge
 }
@@ -59,12 +61,16 @@ func New() *Metrics {
 			Name: "couponsvc_issue_tx_seconds", Help: "Time of the issue transaction in PostgreSQL.",
 			Buckets: latencyBuckets,
 		}),
+		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "couponsvc_issue_batch_size", Help: "Requests decided in one issue transaction.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+		}),
 		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "couponsvc_issue_inflight", Help: "Issue requests in progress in this instance.",
 		}),
 	}
 	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.IssueOutcomes, m.LockWait, m.LockHold,
-		m.TxDuration, m.InFlight,
+		m.TxDuration, m.BatchSize, m.InFlight,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -1,0 +1,215 @@
+package repository
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Outcome is what became of one request of a batch.
+type Outcome int
+
+// Outcomes of a batch request.
+const (
+	Issued        Outcome = iota + 1 // a wallet row was inserted
+	AlreadyIssued                    // the user held the coupon already (or asked twice in the batch)
+	SoldOut                          // the stock ran out before this request's turn
+	Retry                            // nothing was decided (the lock was lost meanwhile): ask again
+)
+
+// Result is the outcome of one batch request; Entry is set when Issued.
+type Result struct {
+	Outcome Outcome
+	Entry   WalletEntry
+}
+
+// issueBatchSQL issues coupon $1 to the users $3 (wallet ids $2), in the order given, as one
+// statement and so one transaction, under fencing token $4:
+//   - c locks the coupon row, but only for a token not older than the last one accepted;
+//   - held are the users who already hold the coupon; fresh keeps the first request of each
+//     other user; winners are the first `remaining` fresh requests in arrival order;
+//   - the insert skips a (coupon, user) that another transaction committed meanwhile (possible
+//     only when a lock was lost), and the counter moves by the rows actually inserted, so
+//     issued_quantity = count(rows) holds whatever happens, and the CHECK keeps it <= total.
+//
+// The result rows are tagged: 'ins' (a wallet id and its issued_at), 'held' (a user), and one
+// 'coupon' row with the counts after the statement, absent when the token was stale.
+const issueBatchSQL = `
+WITH req AS (
+    SELECT wid, uid, ord FROM unnest($2::uuid[], $3::uuid[]) WITH ORDINALITY AS r(wid, uid, ord)
+), c AS (
+    SELECT id, total_quantity - issued_quantity AS remaining
+      FROM coupon WHERE id = $1 AND fence_token <= $4
+       FOR UPDATE
+), held AS (
+    SELECT user_id FROM coupon_wallet WHERE coupon_id = $1 AND user_id = ANY ($3::uuid[])
+), fresh AS (
+    SELECT DISTINCT ON (uid) wid, uid, ord FROM req
+     WHERE uid NOT IN (SELECT user_id FROM held)
+     ORDER BY uid, ord
+), winners AS (
+    SELECT wid, uid FROM fresh ORDER BY ord
+     LIMIT coalesce((SELECT greatest(remaining, 0) FROM c), 0)
+), ins AS (
+    INSERT INTO coupon_wallet (id, coupon_id, user_id, issued_at)
+    SELECT wid, $1, uid, now() FROM winners
+    ON CONFLICT (coupon_id, user_id) DO NOTHING
+    RETURNING id, issued_at
+), upd AS (
+    UPDATE coupon SET issued_quantity = issued_quantity + (SELECT count(*) FROM ins), fence_token = $4
+     WHERE id = $1 AND EXISTS (SELECT 1 FROM c)
+ RETURNING issued_quantity, total_quantity
+)
+SELECT 'ins', id, issued_at, 0, 0 FROM ins
+UNION ALL SELECT 'held', user_id, NULL, 0, 0 FROM held
+UNION ALL SELECT 'coupon', NULL, NULL, issued_quantity, total_quantity FROM upd`
+
+// IssueBatch issues coupon couponID to each user of users, in that (arrival) order, in ONE
+// transaction under lock grant fence, and returns one Result per user. Duplicates are resolved
+// in order (a user's first request may win, later ones are AlreadyIssued), and so is the stock
+// boundary (the earliest fresh requests win). It returns ErrStaleFence when PostgreSQL already
+// accepted a newer grant (nothing was written), ErrUnavailable when PostgreSQL is unreachable.
+//
+// When the connection fails mid-statement the outcome is unknown, so IssueBatch looks the users'
+// rows up again: a committed batch is reported as committed, never as an error.
+func (r *Repository) IssueBatch(ctx context.Context, couponID uuid.UUID, fence int64, users []uuid.UUID) ([]Result, error) {
+	wids := make([]uuid.UUID, len(users))
+	for i := range wids {
+		wids[i] = uuid.Must(uuid.NewV7())
+	}
+	inserted := make(map[uuid.UUID]time.Time, len(users))
+	held := map[uuid.UUID]bool{}
+	var issued, total int
+	var couponSeen bool
+	rows, err := r.pool.Query(ctx, issueBatchSQL, couponID, wids, users, fence)
+	if err == nil {
+		for rows.Next() {
+			var tag string
+			var id *uuid.UUID
+			var at *time.Time
+			var iq, tq int
+			if err = rows.Scan(&tag, &id, &at, &iq, &tq); err != nil {
+				break
+			}
+			switch tag {
+			case "ins":
+				inserted[*id] = *at
+			case "held":
+				held[*id] = true
+			case "coupon":
+				couponSeen, issued, total = true, iq, tq
+			}
+		}
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+	}
+	if err != nil {
+		err = translate("issue batch", err)
+		if errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+			if res, lerr := r.resolveAfterFailure(couponID, users, wids); lerr == nil {
+				return res, nil
+			}
+		}
+		return nil, err
+	}
+	if !couponSeen {
+		return nil, r.whyNoCoupon(ctx, couponID, fence)
+	}
+
+	res := make([]Result, len(users))
+	won := make(map[uuid.UUID]bool, len(users))
+	for i, u := range users {
+		switch at, ok := inserted[wids[i]]; {
+		case ok:
+			res[i] = Result{Outcome: Issued, Entry: WalletEntry{ID: wids[i], CouponID: couponID, UserID: u, IssuedAt: at}}
+			won[u] = true
+		case held[u] || won[u]:
+			res[i] = Result{Outcome: AlreadyIssued}
+		case issued >= total:
+			res[i] = Result{Outcome: SoldOut}
+		default:
+			// A winner whose insert met a row committed meanwhile (the user now holds it),
+			// or a request passed over because of that: nothing is decided for it.
+			res[i] = Result{Outcome: Retry}
+		}
+	}
+	// A winner skipped by ON CONFLICT is a user that holds the coupon now.
+	for i, u := range users {
+		if res[i].Outcome == Retry {
+			if ok, err := r.HasIssued(ctx, couponID, u); err == nil && ok {
+				res[i] = Result{Outcome: AlreadyIssued}
+			}
+		}
+	}
+	return res, nil
+}
+
+// whyNoCoupon explains a batch that found no coupon row to lock: gone, or a stale token.
+func (r *Repository) whyNoCoupon(ctx context.Context, couponID uuid.UUID, fence int64) error {
+	var last int64
+	err := r.pool.QueryRow(ctx, `SELECT fence_token FROM coupon WHERE id = $1`, couponID).Scan(&last)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("issue batch: %w", ErrCouponNotFound)
+	case err != nil:
+		return translate("issue batch", err)
+	}
+	return fmt.Errorf("issue batch: token %d, coupon already written with %d: %w", fence, last, ErrStaleFence)
+}
+
+// resolveAfterFailure decides a batch whose statement broke off: each request whose wallet id
+// is in PostgreSQL was issued; a user holding the coupon under another id already had it;
+// the others were not issued (the statement was all or nothing).
+func (r *Repository) resolveAfterFailure(couponID uuid.UUID, users, wids []uuid.UUID) ([]Result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for {
+		rows, err := r.pool.Query(ctx, `SELECT id, user_id, issued_at FROM coupon_wallet
+			WHERE coupon_id = $1 AND user_id = ANY ($2::uuid[])`, couponID, users)
+		if err == nil {
+			type row struct {
+				id uuid.UUID
+				at time.Time
+			}
+			got := map[uuid.UUID]row{}
+			for rows.Next() {
+				var rw row
+				var u uuid.UUID
+				if err = rows.Scan(&rw.id, &u, &rw.at); err != nil {
+					break
+				}
+				got[u] = rw
+			}
+			rows.Close()
+			if err == nil {
+				err = rows.Err()
+			}
+			if err == nil {
+				res := make([]Result, len(users))
+				for i, u := range users {
+					rw, ok := got[u]
+					switch {
+					case ok && rw.id == wids[i]:
+						res[i] = Result{Outcome: Issued, Entry: WalletEntry{ID: rw.id, CouponID: couponID, UserID: u, IssuedAt: rw.at}}
+					case ok:
+						res[i] = Result{Outcome: AlreadyIssued}
+					default:
+						res[i] = Result{Outcome: Retry}
+					}
+				}
+				return res, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

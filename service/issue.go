@@ -1,0 +1,325 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"couponsvc/lock"
+	"couponsvc/repository"
+
+	"github.com/google/uuid"
+)
+
+// The issue path, with group commit.
+//
+// A request is answered from facts PostgreSQL committed when they decide it (the user holds the
+// coupon; the coupon is sold out), without the lock. Otherwise it joins its coupon's queue in
+// this instance, in arrival order. One goroutine per coupon (the drainer) takes the coupon's
+// distributed lock, takes up to MaxBatch requests off the front of the queue, issues them in ONE
+// PostgreSQL transaction under the grant's fencing token (duplicates and the stock boundary
+// resolved in arrival order), releases the lock and answers each request. Requests that arrive
+// meanwhile form the next batch. So one lock acquisition and one commit serve a whole crowd, and
+// across instances the lock still serialises the batches.
+
+// couponState is one coupon's cache of committed facts and its queue of waiting requests.
+type couponState struct {
+	coupon Coupon // ID, code, name and discount; the quantities here are not kept current
+
+	mu       sync.Mutex
+	holders  map[uuid.UUID]struct{} // users known to hold this coupon (committed)
+	soldOut  bool                   // a transaction found issued_quantity = total_quantity
+	final    bool                   // sold out and holders is the complete set from PostgreSQL
+	queue    []*issueRequest        // waiting requests, in arrival order
+	draining bool                   // a drainer goroutine is running for this coupon
+}
+
+// issueRequest is one request waiting in a coupon's queue.
+type issueRequest struct {
+	ctx      context.Context
+	user     uuid.UUID
+	deadline time.Time         // past it, the answer is LOCK_TIMEOUT
+	done     chan issueOutcome // buffered: the drainer never blocks on a request that left
+}
+
+type issueOutcome struct {
+	entry WalletEntry
+	err   error
+}
+
+// Issue issues coupon code to userID, first come first served: a committed wallet entry, or
+// ErrCouponNotFound, ErrAlreadyIssued, ErrSoldOut, ErrLockTimeout or ErrUnavailable, in which
+// case nothing was issued.
+func (s *Service) Issue(ctx context.Context, code string, userID uuid.UUID) (WalletEntry, error) {
+	start := time.Now()
+	e, err := s.issue(ctx, code, userID)
+	result := resultOf(err)
+	label := code
+	if errors.Is(err, ErrCouponNotFound) {
+		label = "_unknown" // random codes must not grow the metric's label set
+	}
+	s.metrics.IssueOutcomes.WithLabelValues(label, result).Inc()
+	switch result {
+	case "error":
+		s.log.ErrorContext(ctx, "issue failed", "coupon", code, "user", userID, "err", err)
+	default:
+		s.log.DebugContext(ctx, "issue", "coupon", code, "user", userID, "result", result,
+			"duration_ms", float64(time.Since(start).Microseconds())/1000)
+	}
+	return e, err
+}
+
+func resultOf(err error) string {
+	switch {
+	case err == nil:
+		return "issued"
+	case errors.Is(err, ErrAlreadyIssued):
+		return "already_issued"
+	case errors.Is(err, ErrSoldOut):
+		return "sold_out"
+	case errors.Is(err, ErrCouponNotFound):
+		return "not_found"
+	case errors.Is(err, ErrLockTimeout):
+		return "lock_timeout"
+	case errors.Is(err, ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	}
+	return "error"
+}
+
+func (s *Service) issue(ctx context.Context, code string, userID uuid.UUID) (WalletEntry, error) {
+	st, err := s.state(ctx, code)
+	if err != nil {
+		return WalletEntry{}, err
+	}
+	req := &issueRequest{ctx: ctx, user: userID, deadline: time.Now().Add(s.cfg.LockWait), done: make(chan issueOutcome, 1)}
+
+	st.mu.Lock()
+	_, held := st.holders[userID]
+	final := st.final
+	if !held && !final {
+		st.queue = append(st.queue, req)
+		if !st.draining {
+			st.draining = true
+			go s.drain(st)
+		}
+	}
+	st.mu.Unlock()
+	switch {
+	case held:
+		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, ErrAlreadyIssued)
+	case final:
+		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, ErrSoldOut)
+	}
+
+	select {
+	case out := <-req.done:
+		if out.err != nil {
+			return WalletEntry{}, fmt.Errorf("issue %s: %w", code, out.err)
+		}
+		return out.entry, nil
+	case <-ctx.Done():
+		// The drainer skips a request whose context ended before its batch; one already in
+		// a batch is decided there, and its row (if any) is the user's.
+		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, ctx.Err())
+	}
+}
+
+// drain serves the coupon's queue until it is empty.
+func (s *Service) drain(st *couponState) {
+	name := lockName(st.coupon.Code)
+	m := s.locks.Mutex(name)
+	ctx := lock.WithOwner(context.Background(), lock.NewOwner())
+	for {
+		st.mu.Lock()
+		st.queue = s.expire(st.queue, time.Now())
+		if len(st.queue) == 0 {
+			st.draining = false
+			st.mu.Unlock()
+			return
+		}
+		wait := time.Until(st.queue[0].deadline)
+		st.mu.Unlock()
+
+		waitStart := time.Now()
+		err := m.TryLock(ctx, max(wait, 0), s.cfg.LockLease)
+		s.metrics.LockWait.Observe(time.Since(waitStart).Seconds())
+		switch {
+		case errors.Is(err, lock.ErrTimeout):
+			continue // the head's deadline passed: expire() answers it next round
+		case err != nil:
+			// No quorum (or the client is closing): everyone waiting gets the same fast answer.
+			s.failAll(st, fmt.Errorf("lock %s: %w: %w", name, ErrUnavailable, err))
+			continue
+		}
+		s.runBatch(ctx, st, m)
+	}
+}
+
+// expire answers LOCK_TIMEOUT to the requests past their deadline and drops those whose client
+// went away; it returns the rest, in order. st.mu is held.
+func (s *Service) expire(queue []*issueRequest, now time.Time) []*issueRequest {
+	kept := queue[:0]
+	for _, r := range queue {
+		switch {
+		case r.ctx.Err() != nil:
+			r.done <- issueOutcome{err: r.ctx.Err()}
+		case !now.Before(r.deadline):
+			r.done <- issueOutcome{err: fmt.Errorf("%w: waited %v", ErrLockTimeout, s.cfg.LockWait)}
+		default:
+			kept = append(kept, r)
+		}
+	}
+	clear(queue[len(kept):]) // let the answered requests be collected
+	return kept
+}
+
+func (s *Service) failAll(st *couponState, err error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, r := range st.queue {
+		r.done <- issueOutcome{err: err}
+	}
+	clear(st.queue)
+	st.queue = st.queue[:0]
+}
+
+// runBatch issues the front of the queue in one transaction under the lock, which it
+// releases before answering.
+func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) {
+	held := time.Now()
+	st.mu.Lock()
+	st.queue = s.expire(st.queue, held)
+	n := min(len(st.queue), s.cfg.MaxBatch)
+	batch := append([]*issueRequest(nil), st.queue[:n]...)
+	st.queue = append(st.queue[:0], st.queue[n:]...)
+	st.mu.Unlock()
+
+	var results []repository.Result
+	var err error
+	if len(batch) > 0 {
+		results, err = s.issueBatch(ctx, st, m, batch)
+	}
+	s.unlock(ctx, m)
+	s.metrics.LockHold.Observe(time.Since(held).Seconds())
+	if len(batch) == 0 {
+		return
+	}
+	s.metrics.BatchSize.Observe(float64(len(batch)))
+
+	if errors.Is(err, repository.ErrStaleFence) {
+		// PostgreSQL accepted a newer grant than ours: our lock was lost, or Redis lost its
+		// fencing counters (nodes restarted empty). Raise the counter to PostgreSQL's and let
+		// the batch go again with a fresh grant.
+		if c, cerr := s.repo.CouponByCode(ctx, st.coupon.Code); cerr == nil {
+			if aerr := s.locks.AdvanceFence(ctx, lockName(st.coupon.Code), c.FenceToken); aerr != nil {
+				s.log.Warn("advance fence", "coupon", st.coupon.Code, "err", aerr)
+			}
+		}
+		s.requeue(st, batch)
+		return
+	}
+	if err != nil {
+		err = s.translate(err)
+		if !errors.Is(err, ErrUnavailable) {
+			s.log.Error("issue batch", "coupon", st.coupon.Code, "size", len(batch), "err", err)
+		}
+		for _, r := range batch {
+			r.done <- issueOutcome{err: err}
+		}
+		return
+	}
+
+	var retry []*issueRequest
+	soldOut := false
+	st.mu.Lock()
+	for i, r := range batch {
+		switch res := results[i]; res.Outcome {
+		case repository.Issued:
+			st.holders[r.user] = struct{}{}
+			e := res.Entry
+			e.CouponCode, e.DiscountAmount = st.coupon.Code, st.coupon.DiscountAmount
+			r.done <- issueOutcome{entry: e}
+		case repository.AlreadyIssued:
+			st.holders[r.user] = struct{}{}
+			r.done <- issueOutcome{err: ErrAlreadyIssued}
+		case repository.SoldOut:
+			soldOut = true
+			r.done <- issueOutcome{err: ErrSoldOut}
+		default:
+			retry = append(retry, r)
+		}
+	}
+	learnFinal := soldOut && !st.soldOut
+	st.soldOut = st.soldOut || soldOut
+	st.mu.Unlock()
+	if len(retry) > 0 {
+		s.requeue(st, retry)
+	}
+	if learnFinal {
+		s.loadHolders(ctx, st)
+	}
+}
+
+// issueBatch runs the batch's transaction with the grant's fencing token; it stops the moment
+// the lock is known lost (the token and the constraints guard the moments before).
+func (s *Service) issueBatch(ctx context.Context, st *couponState, m Mutex, batch []*issueRequest) ([]repository.Result, error) {
+	fence, _ := m.Fence(ctx)
+	users := make([]uuid.UUID, len(batch))
+	for i, r := range batch {
+		users[i] = r.user
+	}
+	txCtx, cancel := context.WithTimeout(ctx, s.cfg.TxTimeout)
+	defer cancel()
+	lost := m.Lost(ctx)
+	go func() {
+		select {
+		case <-lost:
+			cancel()
+		case <-txCtx.Done():
+		}
+	}()
+	start := time.Now()
+	results, err := s.repo.IssueBatch(txCtx, st.coupon.ID, fence, users)
+	s.metrics.TxDuration.Observe(time.Since(start).Seconds())
+	return results, err
+}
+
+// unlock releases the lock; a lost lock is logged (PostgreSQL's fencing and constraints kept the
+// batch right).
+func (s *Service) unlock(ctx context.Context, m Mutex) {
+	uctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := m.Unlock(uctx); err != nil {
+		s.log.Warn("unlock", "err", err)
+	}
+}
+
+// requeue puts undecided requests back at the front of the queue, in their order.
+func (s *Service) requeue(st *couponState, reqs []*issueRequest) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.queue = append(append(make([]*issueRequest, 0, len(reqs)+len(st.queue)), reqs...), st.queue...)
+}
+
+// loadHolders reads the complete, now final, set of holders of a sold-out coupon, so that every
+// later request is answered without the lock: 409 for a holder, 410 for anyone else.
+func (s *Service) loadHolders(ctx context.Context, st *couponState) {
+	holders, err := s.repo.HoldersOf(ctx, st.coupon.ID)
+	if err != nil {
+		s.log.Warn("load holders of a sold-out coupon", "coupon", st.coupon.Code, "err", err)
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, u := range holders {
+		st.holders[u] = struct{}{}
+	}
+	st.final = true
+}
+
+func lockName(code string) string { return "coupon:" + code }
