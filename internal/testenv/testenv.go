@@ -50,12 +50,13 @@ func procAttr(cred *syscall.Credential) *syscall.SysProcAttr {
 type Postgres struct {
 	Port int
 
-	bin  string
-	dir  string
-	cred *syscall.Credential
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	bin     string
+	dir     string
+	cred    *syscall.Credential
+	durable bool
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
 }
 
 func pgBinDir() (string, error) {
@@ -103,7 +104,7 @@ func postgresCredential() (*syscall.Credential, error) {
 // tests that stop or restart the server); it is removed when the test ends.
 func NewPostgres(tb testing.TB) *Postgres {
 	tb.Helper()
-	p, err := newPostgres()
+	p, err := StartPostgres(false)
 	if err != nil {
 		tb.Fatalf("testenv: %v", err)
 	}
@@ -111,7 +112,10 @@ func NewPostgres(tb testing.TB) *Postgres {
 	return p
 }
 
-func newPostgres() (*Postgres, error) {
+// StartPostgres initialises and starts a PostgreSQL server outside a test (benchmarks); Close
+// removes it. durable keeps PostgreSQL's durability settings at their defaults (fsync,
+// synchronous_commit, full_page_writes on), as a benchmark must; tests turn them off.
+func StartPostgres(durable bool) (*Postgres, error) {
 	bin, err := pgBinDir()
 	if err != nil {
 		return nil, err
@@ -129,7 +133,7 @@ func newPostgres() (*Postgres, error) {
 			return nil, err
 		}
 	}
-	p := &Postgres{bin: bin, dir: dir, cred: cred}
+	p := &Postgres{bin: bin, dir: dir, cred: cred, durable: durable}
 	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", p.dataDir(), "-U", "postgres",
 		"--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C")
 	initdb.SysProcAttr = procAttr(cred)
@@ -166,11 +170,13 @@ func (p *Postgres) start() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(filepath.Join(p.bin, "postgres"), "-D", p.dataDir(),
-		"-p", strconv.Itoa(p.Port), "-c", "listen_addresses=127.0.0.1",
-		"-c", "unix_socket_directories=", "-c", "max_connections=300",
-		// A throwaway server: durability is not what the tests measure.
-		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	args := []string{"-D", p.dataDir(), "-p", strconv.Itoa(p.Port), "-c", "listen_addresses=127.0.0.1",
+		"-c", "unix_socket_directories=", "-c", "max_connections=300"}
+	if !p.durable {
+		// A throwaway server for tests: durability is not what they check.
+		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	cmd := exec.Command(filepath.Join(p.bin, "postgres"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = procAttr(p.cred)
 	if err := cmd.Start(); err != nil {
@@ -263,19 +269,31 @@ func (p *Postgres) Close() {
 // CreateDatabase creates a fresh, empty database and returns its DSN.
 func (p *Postgres) CreateDatabase(tb testing.TB) string {
 	tb.Helper()
+	dsn, err := p.NewDatabase()
+	if err != nil {
+		tb.Fatalf("testenv: %v", err)
+	}
+	return dsn
+}
+
+// NewDatabase creates a fresh, empty database and returns its DSN.
+func (p *Postgres) NewDatabase() (string, error) {
 	name := fmt.Sprintf("t_%d_%d", os.Getpid(), dbSeq.Add())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, p.DSN("postgres"))
 	if err != nil {
-		tb.Fatalf("testenv: connect: %v", err)
+		return "", fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		tb.Fatalf("testenv: create database: %v", err)
+		return "", fmt.Errorf("create database: %w", err)
 	}
-	return p.DSN(name)
+	return p.DSN(name), nil
 }
+
+// BinDir is the directory of the PostgreSQL server binaries in use (pgbench lives there too).
+func (p *Postgres) BinDir() string { return p.bin }
 
 type counter struct {
 	mu sync.Mutex
@@ -297,7 +315,7 @@ var shared struct {
 // or restarts the server.
 func Database(tb testing.TB) string {
 	tb.Helper()
-	shared.once.Do(func() { shared.pg, shared.err = newPostgres() })
+	shared.once.Do(func() { shared.pg, shared.err = StartPostgres(false) })
 	if shared.err != nil {
 		tb.Fatalf("testenv: shared postgres: %v", shared.err)
 	}
@@ -332,21 +350,46 @@ type Redis struct {
 // NewRedis starts a redis-server of its own for this test; it is stopped when the test ends.
 func NewRedis(tb testing.TB) *Redis {
 	tb.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		tb.Fatalf("testenv: redis-server not found; %s", installHint)
+	r, err := StartRedis()
+	if err != nil {
+		tb.Fatalf("testenv: %v", err)
 	}
-	r := &Redis{dir: tb.TempDir()}
-	var err error
+	tb.Cleanup(r.Close)
+	return r
+}
+
+// StartRedis starts a redis-server outside a test (benchmarks); Close removes it.
+func StartRedis() (*Redis, error) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		return nil, fmt.Errorf("redis-server not found; %s", installHint)
+	}
+	dir, err := os.MkdirTemp("", "couponsvc-redis-")
+	if err != nil {
+		return nil, err
+	}
+	r := &Redis{dir: dir}
 	for attempt := 0; attempt < 3; attempt++ {
-		r.Port = FreePort(tb)
+		r.Port = freePortNoTB()
 		r.Addr = fmt.Sprintf("127.0.0.1:%d", r.Port)
 		if err = r.start(); err == nil {
-			tb.Cleanup(func() { r.signalAndWait(syscall.SIGKILL) })
-			return r
+			return r, nil
 		}
 	}
-	tb.Fatalf("testenv: start redis-server: %v", err)
-	return nil
+	os.RemoveAll(dir)
+	return nil, fmt.Errorf("start redis-server: %w", err)
+}
+
+// Close stops the node and removes its files.
+func (r *Redis) Close() {
+	r.signalAndWait(syscall.SIGKILL)
+	os.RemoveAll(r.dir)
+}
+
+// Pid is the node's process id (for a benchmark to read its resource use).
+func (r *Redis) Pid() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cmd.Process.Pid
 }
 
 // NewRedisNodes starts n independent redis-servers (a Redlock quorum's nodes).
