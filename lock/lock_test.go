@@ -1,0 +1,635 @@
+package lock
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"couponsvc/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// Short leases keep the suite fast: the watchdog lease is 300ms, renewed every 100ms.
+const (
+	testLease = 300 * time.Millisecond
+	testRenew = 100 * time.Millisecond
+)
+
+func fastOpts(extra ...Option) []Option {
+	return append([]Option{WithWatchdogTimeout(testLease), WithRenewInterval(testRenew)}, extra...)
+}
+
+// newClient is one "process": its own node clients, pub/sub and local state.
+func newClient(t *testing.T, nodes []*testenv.Redis, opts ...Option) *Client {
+	t.Helper()
+	c := New(NewNodes(testenv.Addrs(nodes), ""), opts...)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func owned() context.Context { return WithOwner(context.Background(), NewOwner()) }
+
+func mustLock(t *testing.T, ctx context.Context, m *Mutex, wait, lease time.Duration) {
+	t.Helper()
+	if err := m.TryLock(ctx, wait, lease); err != nil {
+		t.Fatalf("TryLock %s: %v", m.Name(), err)
+	}
+}
+
+func mustUnlock(t *testing.T, ctx context.Context, m *Mutex) {
+	t.Helper()
+	if err := m.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock %s: %v", m.Name(), err)
+	}
+}
+
+func queueLen(c *Client, name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.locks[name]; st != nil {
+		return len(st.queue)
+	}
+	return 0
+}
+
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// Three "processes" (clients with their own connections) x 200 goroutines increment a plain
+// read-then-write counter under the lock: any overlap of critical sections loses an increment.
+// Fencing tokens must rise with every grant, across clients.
+func TestMutualExclusionAcrossClients(t *testing.T) {
+	nodes := testenv.NewRedisNodes(t, 3)
+	const clients, goroutines, rounds = 3, 200, 2
+	var (
+		counter   atomic.Int64 // read and written separately: not an atomic increment
+		inside    atomic.Int32
+		lastToken atomic.Int64
+		wg        sync.WaitGroup
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for range clients {
+		m := newClient(t, nodes).Mutex("counter")
+		for range goroutines {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				octx := WithOwner(ctx, NewOwner())
+				for range rounds {
+					if err := m.Lock(octx); err != nil {
+						t.Error(err)
+						return
+					}
+					if n := inside.Add(1); n != 1 {
+						t.Errorf("%d holders at once", n)
+					}
+					tok, ok := m.Fence(octx)
+					if !ok || tok <= lastToken.Load() {
+						t.Errorf("token %d (held %v) not above previous %d", tok, ok, lastToken.Load())
+					}
+					lastToken.Store(tok)
+					v := counter.Load()
+					runtime.Gosched()
+					counter.Store(v + 1)
+					inside.Add(-1)
+					if err := m.Unlock(octx); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if got, want := counter.Load(), int64(clients*goroutines*rounds); got != want {
+		t.Fatalf("counter = %d, want %d", got, want)
+	}
+}
+
+// A critical section three leases long stays exclusive: the watchdog renews the lease.
+func TestWatchdogKeepsLongCriticalSection(t *testing.T) {
+	nodes := testenv.NewRedisNodes(t, 3)
+	a := newClient(t, nodes, fastOpts()...).Mutex("long")
+	b := newClient(t, nodes, fastOpts()...).Mutex("long")
+	actx, bctx := owned(), owned()
+	mustLock(t, actx, a, 0, 0)
+	end := time.Now().Add(3*testLease + 100*time.Millisecond)
+	for time.Now().Before(end) {
+		if err := b.TryLock(bctx, 0, 0); !errors.Is(err, ErrTimeout) {
+			t.Fatalf("other client during the critical section: %v, want ErrTimeout", err)
+		}
+		if closed(a.Lost(actx)) {
+			t.Fatal("holder told lost while renewing")
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	if left, err := a.RemainingLease(actx); err != nil || left <= 0 || left > testLease {
+		t.Fatalf("RemainingLease = %v, %v; want within (0, %v]", left, err, testLease)
+	}
+	mustUnlock(t, actx, a)
+	mustLock(t, bctx, b, time.Second, 0)
+	mustUnlock(t, bctx, b)
+}
+
+// A holder whose client closes without unlocking (a process that stops renewing) frees the lock
+// within one lease, not at once (nothing was released) and not later.
+func TestStoppedHolderFreesWithinLease(t *testing.T) {
+	nodes := testenv.NewRedisNodes(t, 3)
+	ac := newClient(t, nodes, fastOpts()...)
+	a := ac.Mutex("abandoned")
+	b := newClient(t, nodes, fastOpts()...).Mutex("abandoned")
+	actx, bctx := owned(), owned()
+	mustLock(t, actx, a, 0, 0)
+	lost := a.Lost(actx)
+	if err := ac.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !closed(lost) {
+		t.Fatal("Lost not closed by Close")
+	}
+	start := time.Now()
+	mustLock(t, bctx, b, 3*time.Second, 0)
+	took := time.Since(start)
+	if took < testLease/3 || took > testLease+700*time.Millisecond {
+		t.Fatalf("lock freed after %v, want about one lease (%v)", took, testLease)
+	}
+	if err := a.Unlock(actx); !errors.Is(err, ErrLockLost) {
+		t.Fatalf("Unlock after Close: %v, want ErrLockLost", err)
+	}
+}
+
+// The helper process for TestKilledHolderFreesWithinLease: it takes the lock and holds it until
+// killed.
+func TestHelperHolder(t *testing.T) {
+	addrs := os.Getenv("LOCK_HELPER_ADDRS")
+	if addrs == "" {
+		t.Skip("helper process for TestKilledHolderFreesWithinLease")
+	}
+	c := New(NewNodes(strings.Split(addrs, ","), ""), fastOpts()...)
+	ctx := owned()
+	if err := c.Mutex("killed").Lock(ctx); err != nil {
+		fmt.Println("ERROR", err)
+		os.Exit(1)
+	}
+	fmt.Println("HOLDING")
+	time.Sleep(time.Minute)
+}
+
+// A process holding the lock is SIGKILLed: while it lived its watchdog kept the lock, and once
+// dead the lease frees the lock within one lease.
+func TestKilledHolderFreesWithinLease(t *testing.T) {
+	nodes := testenv.NewRedisNodes(t, 3)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperHolder$")
+	cmd.Env = append(os.Environ(), "LOCK_HELPER_ADDRS="+strings.Join(testenv.Addrs(nodes), ","))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := bufio.NewScanner(out)
+	if !lines.Scan() || lines.Text() != "HOLDING" {
+		t.Fatalf("helper: %q %v", lines.Text(), lines.Err())
+	}
+	go func() { // drain
+		for lines.Scan() {
+		}
+	}()
+
+	b := newClient(t, nodes, fastOpts()...).Mutex("killed")
+	bctx := owned()
+	for range 3 { // three leases while the helper lives: its watchdog renews
+		if err := b.TryLock(bctx, testLease, 0); !errors.Is(err, ErrTimeout) {
+			t.Fatalf("while the holder lives: %v, want ErrTimeout", err)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	mustLock(t, bctx, b, 3*time.Second, 0)
+	if took := time.Since(start); took > testLease+700*time.Millisecond {
+		t.Fatalf("lock freed %v after the kill, want within one lease (%v)", took, testLease)
+	}
+	mustUnlock(t, bctx, b)
+}
+
+// With 3 nodes: one down, locks work; two down, acquisition fails fast with ErrUnavailable
+// (well before the wait, even with a long deadline); nodes back, it recovers.
+func TestNodeFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		down, back func(*testenv.Redis, testing.TB)
+	}{
+		{"stopped", (*testenv.Redis).Stop, (*testenv.Redis).Start},
+		{"paused", (*testenv.Redis).Pause, (*testenv.Redis).Resume},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nodes := testenv.NewRedisNodes(t, 3)
+			c := newClient(t, nodes, fastOpts()...)
+			m := c.Mutex("faults")
+			ctx := owned()
+			lockUnlock := func(what string) {
+				t.Helper()
+				if err := m.TryLock(ctx, 2*time.Second, 0); err != nil {
+					t.Fatalf("%s: TryLock: %v", what, err)
+				}
+				if _, ok := m.Fence(ctx); !ok {
+					t.Fatalf("%s: no fencing token", what)
+				}
+				if err := m.Unlock(ctx); err != nil {
+					t.Fatalf("%s: Unlock: %v", what, err)
+				}
+			}
+			lockUnlock("all nodes up")
+
+			tc.down(nodes[0], t)
+			for range 5 {
+				lockUnlock("one node down")
+			}
+
+			tc.down(nodes[1], t)
+			dctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			for _, acquire := range []func() error{
+				func() error { return m.TryLock(dctx, 10*time.Second, 0) },
+				func() error { return m.Lock(dctx) },
+			} {
+				start := time.Now()
+				err := acquire()
+				if took := time.Since(start); !errors.Is(err, ErrUnavailable) || took > time.Second {
+					t.Fatalf("two nodes down: %v after %v, want ErrUnavailable well under the wait", err, took)
+				}
+			}
+			if _, err := m.IsLocked(ctx); !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("IsLocked with two nodes down: %v, want ErrUnavailable", err)
+			}
+
+			tc.back(nodes[0], t)
+			tc.back(nodes[1], t)
+			eventually(t, 5*time.Second, "lock works again after the nodes return", func() bool {
+				if err := m.TryLock(ctx, 500*time.Millisecond, 0); err != nil {
+					return false
+				}
+				return m.Unlock(ctx) == nil
+			})
+			lockUnlock("nodes back")
+		})
+	}
+}
+
+// Reentrancy, hold count, owner-only unlock and introspection; one node is Redlock's
+// degenerate case.
+func TestReentrancyOwnershipIntrospection(t *testing.T) {
+	nodes := testenv.NewRedisNodes(t, 1)
+	c := newClient(t, nodes, fastOpts()...)
+	m := c.Mutex("reentrant")
+	me, other := owned(), owned()
+
+	if err := m.Lock(context.Background()); !errors.Is(err, ErrNoOwner) {
+		t.Fatalf("Lock without owner: %v, want ErrNoOwner", err)
+	}
+	if err := m.Unlock(context.Background()); !errors.Is(err, ErrNoOwner) {
+		t.Fatalf("Unlock without owner: %v, want ErrNoOwner", err)
+	}
+	if locked, err := m.IsLocked(me); err != nil || locked {
+		t.Fatalf("IsLocked before any lock: %v, %v", locked, err)
+	}
+
+	mustLock(t, me, m, 0, 0)
+	tok, _ := m.Fence(me)
+	mustLock(t, me, m, 0, 0)
+	if err := m.Lock(me); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.HoldCount(me); n != 3 {
+		t.Fatalf("HoldCount = %d, want 3", n)
+	}
+	if tok2, _ := m.Fence(me); tok2 != tok {
+		t.Fatalf("reentry changed the token: %d -> %d", tok, tok2)
+	}
+	if !m.IsHeldByCurrent(me) || m.IsHeldByCurrent(other) {
+		t.Fatal("IsHeldByCurrent wrong")
+	}
+	if err := m.Unlock(other); !errors.Is(err, ErrNotOwner) {
+		t.Fatalf("Unlock by another owner: %v, want ErrNotOwner", err)
+	}
+	if n := m.HoldCount(me); n != 3 {
+		t.Fatalf("ErrNotOwner changed the hold count to %d", n)
+	}
+	if err := m.TryLock(other, 0, 0); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("TryLock by another owner: %v, want ErrTimeout", err)
+	}
+	if m.HoldCount(other) != 0 || !closed(m.Lost(other)) {
+		t.Fatal("another owner sees a hold")
+	}
+
+	mustUnlock(t, me, m)
+	mustUnlock(t, me, m)
+	if locked, err := m.IsLocked(other); err != nil || !locked {
+		t.Fatalf("IsLocked at hold count 1: %v, %v", locked, err)
+	}
+	lost := m.Lost(me)
+	if closed(lost) {
+		t.Fatal("Lost closed while held")
+	}
+	mustUnlock(t, me, m)
+	if !closed(lost) {
+		t.Fatal("Lost not closed by the final Unlock")
+	}
+	if locked, err := m.IsLocked(other); err != nil || locked {
+		t.Fatalf("IsLocked after the final Unlock: %v, %v", locked, err)
+	}
+	if left, err := m.RemainingLease(other); err != nil || left != 0 {
+		t.Fatalf("RemainingLease when free = %v, %v", left, err)
+	}
+	if err := m.Unlock(me); !errors.Is(err, ErrNotOwner) {
+		t.Fatalf("Unlock past zero: %v, want ErrNotOwner", err)
+	}
+	mustLock(t, other, m, 0, 0)
+	mustUnlock(t, other, m)
+}
+
+// A fixed lease is not renewed: Lost closes when it runs out, others get the lock, and the late
+// Unlock returns ErrLockLost.
+func TestFixedLeaseRunsOut(t *testing.T) {
+	nodes := testenv.NewRedisNodes(t, 3)
+	a := newClient(t, nodes, fastOpts()...).Mutex("fixed")
+	b := newClient(t, nodes, fastOpts()...).Mutex("fixed")
+	actx, bctx := owned(), owned()
+	const lease = 400 * time.Millisecond
+	start := time.Now()
+	mustLock(t, actx, a, 0, lease)
+	if left, err := a.RemainingLease(actx); err != nil || left <= 0 || left > lease {
+		t.Fatalf("RemainingLease = %v, %v; want within (0, %v]", left, err, lease)
+	}
+	select {
+	case <-a.Lost(actx):
+	case <-time.After(lease + time.Second):
+		t.Fatal("Lost not closed after the fixed lease")
+	}
+	if took := time.Since(start); took < lease/2 {
+		t.Fatalf("Lost closed after %v, lease is %v", took, lease)
+	}
+	if a.IsHeldByCurrent(actx) {
+		t.Fatal("still held by current after the lease")
+	}
+	wctx, cancel := context.WithTimeout(bctx, 2*time.Second)
+	defer cancel()
+	mustLock(t, wctx, b, -1, 0) // a negative wait lasts until ctx ends
+	if err := a.Unlock(actx); !errors.Is(err, ErrLockLost) {
+		t.Fatalf("late Unlock: %v, want ErrLockLost", err)
+	}
+	if err := a.Unlock(actx); !errors.Is(err, ErrNotOwner) {
+		t.Fatalf("second late Unlock: %v, want ErrNotOwner", err)
+	}
+	if !b.IsHeldByCurrent(bctx) {
+		t.Fatal("the late Unlock disturbed the new holder")
+	}
+	mustUnlock(t, bctx, b)
+}
+
+// When renewal finds the key gone (a node flushed, an operator deleting it), the holder is told
+// at once through Lost, and Unlock reports ErrLockLost.
+func TestWatchdogReportsLostLock(t *testing.T) {
+	nodes := testenv.NewRedisNodes(t, 1)
+	c := newClient(t, nodes, fastOpts()...)
+	m := c.Mutex("vanishing")
+	ctx := owned()
+	mustLock(t, ctx, m, 0, 0)
+	if err := nodes[0].Client(t).Del(context.Background(), "lock:vanishing").Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-m.Lost(ctx):
+	case <-time.After(testRenew + time.Second):
+		t.Fatal("Lost not closed after the key vanished")
+	}
+	if err := m.Unlock(ctx); !errors.Is(err, ErrLockLost) {
+		t.Fatalf("Unlock: %v, want ErrLockLost", err)
+	}
+}
+
+// Tokens rise strictly with every grant across clients, reentry keeps the token, and
+// AdvanceFence lifts the counter (never lowers it).
+func TestFencing(t *testing.T) {
+	nodes := testenv.NewRedisNodes(t, 3)
+	a := newClient(t, nodes, fastOpts()...)
+	b := newClient(t, nodes, fastOpts()...)
+	ctx := owned()
+	var last int64
+	grant := func(c *Client) int64 {
+		t.Helper()
+		m := c.Mutex("fenced")
+		mustLock(t, ctx, m, time.Second, 0)
+		tok, ok := m.Fence(ctx)
+		mustUnlock(t, ctx, m)
+		if !ok || tok <= last {
+			t.Fatalf("token %d (held %v), previous %d", tok, ok, last)
+		}
+		last = tok
+		return tok
+	}
+	for i := range 6 {
+		grant([]*Client{a, b}[i%2])
+	}
+	if _, ok := a.Mutex("fenced").Fence(ctx); ok {
+		t.Fatal("Fence reports a token without a hold")
+	}
+	if err := a.AdvanceFence(ctx, "fenced", 1000); err != nil {
+		t.Fatal(err)
+	}
+	if tok := grant(b); tok != 1001 {
+		t.Fatalf("token after AdvanceFence(1000) = %d, want 1001", tok)
+	}
+	if err := b.AdvanceFence(ctx, "fenced", 5); err != nil {
+		t.Fatal(err)
+	}
+	if tok := grant(a); tok != 1002 {
+		t.Fatalf("AdvanceFence lowered the counter: token %d, want 1002", tok)
+	}
+}
+
+// Waiters of one process are granted in arrival order.
+func TestLocalFIFO(t *testing.T) {
+	nodes := testenv.NewRedisNodes(t, 3)
+	c := newClient(t, nodes, fastOpts()...)
+	m := c.Mutex("fifo")
+	holder := owned()
+	mustLock(t, holder, m, 0, 0)
+	const n = 20
+	var (
+		mu    sync.Mutex
+		order []int
+		wg    sync.WaitGroup
+	)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := owned()
+			if err := m.TryLock(ctx, 20*time.Second, 0); err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+			if err := m.Unlock(ctx); err != nil {
+				t.Error(err)
+			}
+		}()
+		eventually(t, 2*time.Second, "waiter queued", func() bool { return queueLen(c, "fifo") == i+1 })
+	}
+	mustUnlock(t, holder, m)
+	wg.Wait()
+	for i, got := range order {
+		if got != i {
+			t.Fatalf("grant order %v, want arrival order", order)
+		}
+	}
+	if len(order) != n {
+		t.Fatalf("%d of %d waiters granted", len(order), n)
+	}
+}
+
+// A crowd in one process costs Redis one waiter, woken by the release message (not by
+// polling: the fallback is set far beyond the test).
+func TestOneContenderPerProcessWokenByRelease(t *testing.T) {
+	nodes := testenv.NewRedisNodes(t, 3)
+	holderC := newClient(t, nodes) // 30s watchdog lease: the crowd may only learn of the release by message
+	crowdC := newClient(t, nodes, fastOpts(WithFallbackRetry(10*time.Second))...)
+	holder := holderC.Mutex("crowd")
+	hctx := owned()
+	mustLock(t, hctx, holder, 0, 0)
+
+	const n = 50
+	granted := make(chan time.Time, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := owned()
+			m := crowdC.Mutex("crowd")
+			if err := m.TryLock(ctx, 20*time.Second, 0); err != nil {
+				t.Error(err)
+				return
+			}
+			granted <- time.Now()
+			if err := m.Unlock(ctx); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	eventually(t, 2*time.Second, "crowd queued", func() bool { return queueLen(crowdC, "crowd") == n })
+	time.Sleep(time.Second)
+	if got := crowdC.attempts.Load(); got > 3 {
+		t.Fatalf("%d acquisition attempts from a crowd of %d while the lock was held, want one waiter's few", got, n)
+	}
+	released := time.Now()
+	mustUnlock(t, hctx, holder)
+	first := <-granted
+	if d := first.Sub(released); d > time.Second {
+		t.Fatalf("first waiter granted %v after the release: not woken by the release message", d)
+	}
+	wg.Wait()
+	if got := crowdC.attempts.Load(); got > 2*n {
+		t.Fatalf("%d attempts for %d grants", got, n)
+	}
+}
+
+// A release whose message is lost (the key deleted without a publish) strands no one: the
+// bounded fallback retry finds the lock free.
+func TestFallbackRetryWithoutMessage(t *testing.T) {
+	nodes := testenv.NewRedisNodes(t, 1)
+	raw := nodes[0].Client(t)
+	bg := context.Background()
+	if err := raw.Set(bg, "lock:silent", "someone-else", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, nodes, fastOpts(WithFallbackRetry(200*time.Millisecond))...)
+	m := c.Mutex("silent")
+	ctx := owned()
+	done := make(chan error, 1)
+	go func() { done <- m.TryLock(ctx, 10*time.Second, 0) }()
+	time.Sleep(500 * time.Millisecond)
+	if err := raw.Del(bg, "lock:silent").Err(); err != nil {
+		t.Fatal(err)
+	}
+	deleted := time.Now()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("waiter stranded after a release without a message")
+	}
+	if took := time.Since(deleted); took > time.Second {
+		t.Fatalf("granted %v after the silent release, fallback is 200ms", took)
+	}
+	// About one attempt per fallback period, not a busy poll.
+	if got := c.attempts.Load(); got > 10 {
+		t.Fatalf("%d attempts in ~0.5s with a 200ms fallback", got)
+	}
+	mustUnlock(t, ctx, m)
+}
+
+// A context deadline is a timeout too; cancellation is reported as such.
+func TestContextEndsWait(t *testing.T) {
+	nodes := testenv.NewRedisNodes(t, 1)
+	c := newClient(t, nodes, fastOpts()...)
+	m := c.Mutex("ctx")
+	holder := owned()
+	mustLock(t, holder, m, 0, 0)
+	dctx, cancel := context.WithTimeout(owned(), 200*time.Millisecond)
+	defer cancel()
+	if err := m.Lock(dctx); !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Lock past the deadline: %v", err)
+	}
+	cctx, cancel2 := context.WithCancel(owned())
+	time.AfterFunc(100*time.Millisecond, cancel2)
+	if err := m.Lock(cctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Lock cancelled: %v", err)
+	}
+	if err := m.TryLock(owned(), 300*time.Millisecond, 0); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("TryLock past the wait: %v", err)
+	}
+	if n := queueLen(c, "ctx"); n != 0 {
+		t.Fatalf("%d waiters left in the queue", n)
+	}
+	mustUnlock(t, holder, m)
+}
