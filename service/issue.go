@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"couponsvc/lock"
@@ -40,9 +41,19 @@ type couponState struct {
 type issueRequest struct {
 	ctx      context.Context
 	user     uuid.UUID
-	deadline time.Time         // past it, the answer is LOCK_TIMEOUT
+	deadline time.Time         // past it while still queued, the answer is LOCK_TIMEOUT
 	done     chan issueOutcome // buffered: the drainer never blocks on a request that left
+	// state decides, once, whether the request goes into a batch (taken) or leaves the queue
+	// unanswered by PostgreSQL (abandoned: timed out or its client went away). A request
+	// answered LOCK_TIMEOUT can then never be issued afterwards.
+	state atomic.Int32
 }
+
+const (
+	queued int32 = iota
+	taken
+	abandoned
+)
 
 type issueOutcome struct {
 	entry WalletEntry
@@ -116,17 +127,29 @@ func (s *Service) issue(ctx context.Context, code string, userID uuid.UUID) (Wal
 		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, ErrSoldOut)
 	}
 
+	// A queued request is answered at its deadline even while the drainer is busy (a slow
+	// transaction); once taken into a batch, it waits for the batch's outcome, which the
+	// transaction timeout bounds.
+	timer := time.NewTimer(time.Until(req.deadline))
+	defer timer.Stop()
+	var out issueOutcome
 	select {
-	case out := <-req.done:
-		if out.err != nil {
-			return WalletEntry{}, fmt.Errorf("issue %s: %w", code, out.err)
+	case out = <-req.done:
+	case <-timer.C:
+		if req.state.CompareAndSwap(queued, abandoned) {
+			s.metrics.LockWait.Observe(s.cfg.LockWait.Seconds())
+			return WalletEntry{}, fmt.Errorf("issue %s: %w: waited %v", code, ErrLockTimeout, s.cfg.LockWait)
 		}
-		return out.entry, nil
+		out = <-req.done
 	case <-ctx.Done():
-		// The drainer skips a request whose context ended before its batch; one already in
-		// a batch is decided there, and its row (if any) is the user's.
+		// A request already in a batch is decided there; its row, if any, is the user's.
+		req.state.CompareAndSwap(queued, abandoned)
 		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, ctx.Err())
 	}
+	if out.err != nil {
+		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, out.err)
+	}
+	return out.entry, nil
 }
 
 // drain serves the coupon's queue until it is empty.
@@ -134,6 +157,7 @@ func (s *Service) drain(st *couponState) {
 	name := lockName(st.coupon.Code)
 	m := s.locks.Mutex(name)
 	ctx := lock.WithOwner(context.Background(), lock.NewOwner())
+	var unavailableSince time.Time
 	for {
 		st.mu.Lock()
 		st.queue = s.expire(st.queue, time.Now())
@@ -151,25 +175,43 @@ func (s *Service) drain(st *couponState) {
 		switch {
 		case errors.Is(err, lock.ErrTimeout):
 			continue // the head's deadline passed: expire() answers it next round
+		case errors.Is(err, lock.ErrUnavailable):
+			// A first miss of the quorum may be one slow answer on a loaded machine: keep
+			// trying for a moment before failing the whole queue.
+			if unavailableSince.IsZero() {
+				unavailableSince = time.Now()
+			}
+			if time.Since(unavailableSince) < unavailableGrace {
+				time.Sleep(unavailableGrace / 5)
+				continue
+			}
+			unavailableSince = time.Time{}
+			s.failAll(st, fmt.Errorf("lock %s: %w: %w", name, ErrUnavailable, err))
+			continue
 		case err != nil:
-			// No quorum (or the client is closing): everyone waiting gets the same fast answer.
+			// The lock client is closing: nothing more can be issued here.
 			s.failAll(st, fmt.Errorf("lock %s: %w: %w", name, ErrUnavailable, err))
 			continue
 		}
+		unavailableSince = time.Time{}
 		s.runBatch(ctx, st, m)
 	}
 }
 
-// expire answers LOCK_TIMEOUT to the requests past their deadline and drops those whose client
-// went away; it returns the rest, in order. st.mu is held.
+// expire drops the requests that left the queue (abandoned, or their client went away) or are
+// past their deadline, answering LOCK_TIMEOUT to the latter; it returns the rest, in order.
+// st.mu is held.
 func (s *Service) expire(queue []*issueRequest, now time.Time) []*issueRequest {
 	kept := queue[:0]
 	for _, r := range queue {
 		switch {
+		case r.state.Load() != queued:
 		case r.ctx.Err() != nil:
-			r.done <- issueOutcome{err: r.ctx.Err()}
+			r.state.Store(abandoned)
 		case !now.Before(r.deadline):
-			r.done <- issueOutcome{err: fmt.Errorf("%w: waited %v", ErrLockTimeout, s.cfg.LockWait)}
+			if r.state.CompareAndSwap(queued, abandoned) {
+				r.done <- issueOutcome{err: fmt.Errorf("%w: waited %v", ErrLockTimeout, s.cfg.LockWait)}
+			}
 		default:
 			kept = append(kept, r)
 		}
@@ -182,7 +224,9 @@ func (s *Service) failAll(st *couponState, err error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for _, r := range st.queue {
-		r.done <- issueOutcome{err: err}
+		if r.state.CompareAndSwap(queued, abandoned) {
+			r.done <- issueOutcome{err: err}
+		}
 	}
 	clear(st.queue)
 	st.queue = st.queue[:0]
@@ -194,8 +238,13 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) {
 	held := time.Now()
 	st.mu.Lock()
 	st.queue = s.expire(st.queue, held)
-	n := min(len(st.queue), s.cfg.MaxBatch)
-	batch := append([]*issueRequest(nil), st.queue[:n]...)
+	var batch []*issueRequest
+	n := 0
+	for ; n < len(st.queue) && len(batch) < s.cfg.MaxBatch; n++ {
+		if r := st.queue[n]; r.state.CompareAndSwap(queued, taken) {
+			batch = append(batch, r)
+		}
+	}
 	st.queue = append(st.queue[:0], st.queue[n:]...)
 	st.mu.Unlock()
 
@@ -301,6 +350,9 @@ func (s *Service) unlock(ctx context.Context, m Mutex) {
 
 // requeue puts undecided requests back at the front of the queue, in their order.
 func (s *Service) requeue(st *couponState, reqs []*issueRequest) {
+	for _, r := range reqs {
+		r.state.Store(queued)
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.queue = append(append(make([]*issueRequest, 0, len(reqs)+len(st.queue)), reqs...), st.queue...)
@@ -323,3 +375,8 @@ func (s *Service) loadHolders(ctx context.Context, st *couponState) {
 }
 
 func lockName(code string) string { return "coupon:" + code }
+
+// unavailableGrace is how long the drainer keeps trying to reach a Redis quorum before it
+// answers the queue 503 UNAVAILABLE: long enough to ride out one slow answer, far shorter than
+// LOCK_WAIT, so nobody waits out the lock wait when the quorum is really gone.
+const unavailableGrace = 500 * time.Millisecond
