@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 SWAG := $(GO) run github.com/swaggo/swag/cmd/swag@v1.16.6
 SWAG_INIT := init -g main.go --outputTypes go,json,yaml --quiet
 
-.PHONY: run test build docs docs-check vet fmt-check deps image loadtest
+.PHONY: run test build docs docs-check vet fmt-check deps image loadtest fuzz reliability
 
 IMAGE ?= couponsvc:$(VERSION)
 LOADTEST_ARGS ?=
@@ -18,6 +18,16 @@ run:
 ## test: every test, integration tests included, plus gofmt, go vet and the docs/ freshness check
 test: deps fmt-check vet docs-check
 	$(GO) test -count=1 -timeout 25m ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
+
+FUZZTIME ?= 60s
+## fuzz: fuzz the request decoding and validation (FUZZTIME, default 60s; make test runs 10s)
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecodeIssueRequest -fuzztime $(FUZZTIME) ./handler
+
+## reliability: run the fault and hostile-input tests and regenerate docs/RELIABILITY.md from them
+reliability:
+	scripts/reliability.sh
 
 ## build: the couponsvc binary
 build:
@@ -34,7 +44,8 @@ docs:
 docs-check:
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
 	$(SWAG) $(SWAG_INIT) -o $$tmp/docs >/dev/null && \
-	diff -r docs $$tmp/docs >/dev/null || { echo "docs/ is stale: run 'make docs' and commit it"; diff -ru docs $$tmp/docs | head -40; exit 1; }
+	for f in docs.go swagger.json swagger.yaml; do cmp -s docs/$$f $$tmp/docs/$$f || { \
+	  echo "docs/ is stale: run 'make docs' and commit it"; diff -u docs/$$f $$tmp/docs/$$f | head -40; exit 1; }; done
 
 vet:
 	$(GO) vet ./...

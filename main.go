@@ -30,6 +30,7 @@ import (
 	"couponsvc/service"
 
 	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 )
@@ -105,6 +106,14 @@ func openDatabase(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 		pcfg.MaxConns = 32
 	}
 	pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	// A transaction whose instance died (SIGKILL, node loss) while it waited on a row lock must
+	// not commit later for nobody: PostgreSQL 14+ checks every second that the client is still
+	// there and aborts the query otherwise. Older servers skip the setting.
+	pcfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, `SELECT set_config('client_connection_check_interval', '1000', false)
+			WHERE current_setting('server_version_num')::int >= 140000`)
+		return err
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)

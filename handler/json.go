@@ -86,6 +86,9 @@ func decodeJSON(c *gin.Context, limit int64, v any) error {
 	case bytes.TrimSpace(body)[0] != '{':
 		return fmt.Errorf("%w: body must be a JSON object", service.ErrInvalid)
 	}
+	if ct := c.ContentType(); ct != "" && ct != "application/json" {
+		return fmt.Errorf("%w: Content-Type %q: send application/json", service.ErrInvalid, ct)
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -94,5 +97,36 @@ func decodeJSON(c *gin.Context, limit int64, v any) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("%w: malformed JSON: data after the object", service.ErrInvalid)
 	}
+	if key, ok := duplicateKey(body); ok {
+		// encoding/json keeps the last of duplicated keys; another parser on the way (a proxy,
+		// a WAF) may keep the first. An ambiguous request is refused, not guessed at.
+		return fmt.Errorf("%w: malformed JSON: key %q appears twice", service.ErrInvalid, key)
+	}
 	return nil
+}
+
+// duplicateKey reports a key that appears twice in the top-level object of body, which is known
+// to be valid JSON.
+func duplicateKey(body []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if _, err := dec.Token(); err != nil { // the opening brace
+		return "", false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		key, _ := t.(string)
+		if seen[key] {
+			return key, true
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return "", false
+		}
+	}
+	return "", false
 }

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Hostile inputs against a real instance: each is refused with a clear answer and leaves
+// nothing behind, and the service keeps serving others. Each logs a
+// "HOSTILE|input|answer" line for docs/RELIABILITY.md.
+func TestHostileInputs(t *testing.T) {
+	st := newStack(t, 1)
+	in := startInstance(t, st.env(nil))
+	addr := strings.TrimPrefix(in.base, "http://")
+	issueURL := in.base + "/api/v1/coupons/A0001/issue"
+	fresh := func() string { return `{"userId":"` + uuid.NewString() + `"}` }
+
+	for _, tc := range []struct {
+		name   string
+		req    func() (*http.Request, error)
+		status int
+		code   string
+	}{
+		{"1 MiB body", func() (*http.Request, error) {
+			return http.NewRequest("POST", issueURL, strings.NewReader(`{"userId":"`+strings.Repeat("a", 1<<20)+`"}`))
+		}, 400, "INVALID_REQUEST"},
+		{"deeply nested JSON (10,000 levels)", func() (*http.Request, error) {
+			return http.NewRequest("POST", issueURL, strings.NewReader(strings.Repeat(`{"a":`, 10000)))
+		}, 400, "INVALID_REQUEST"},
+		{"duplicated JSON key", func() (*http.Request, error) {
+			return http.NewRequest("POST", issueURL, strings.NewReader(`{"userId":"`+uuid.NewString()+`","userId":"`+uuid.NewString()+`"}`))
+		}, 400, "INVALID_REQUEST"},
+		{"Content-Type text/plain", func() (*http.Request, error) {
+			r, err := http.NewRequest("POST", issueURL, strings.NewReader(fresh()))
+			if err == nil {
+				r.Header.Set("Content-Type", "text/plain")
+			}
+			return r, err
+		}, 400, "INVALID_REQUEST"},
+		{"nil UUID userId", func() (*http.Request, error) {
+			return http.NewRequest("POST", issueURL, strings.NewReader(`{"userId":"00000000-0000-0000-0000-000000000000"}`))
+		}, 400, "INVALID_REQUEST"},
+		{"SQL in the coupon code", func() (*http.Request, error) {
+			return http.NewRequest("POST", in.base+"/api/v1/coupons/A0001';DROP%20TABLE%20coupon;--/issue", strings.NewReader(fresh()))
+		}, 404, "COUPON_NOT_FOUND"},
+		{"path traversal in the coupon code", func() (*http.Request, error) {
+			return http.NewRequest("POST", in.base+"/api/v1/coupons/..%2F..%2Fetc%2Fpasswd/issue", strings.NewReader(fresh()))
+		}, 404, "COUPON_NOT_FOUND"},
+		{"code of 10,000 characters", func() (*http.Request, error) {
+			return http.NewRequest("POST", in.base+"/api/v1/coupons/"+strings.Repeat("A", 10000)+"/issue", strings.NewReader(fresh()))
+		}, 404, "COUPON_NOT_FOUND"},
+		{"100 KiB header", func() (*http.Request, error) {
+			r, err := http.NewRequest("POST", issueURL, strings.NewReader(fresh()))
+			if err == nil {
+				r.Header.Set("X-Filler", strings.Repeat("x", 100<<10))
+			}
+			return r, err
+		}, 431, ""},
+	} {
+		req, err := tc.req()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if req.Header.Get("Content-Type") == "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		a := answer{resp.StatusCode, resp.Header, body}
+		if a.status != tc.status || (tc.code != "" && a.errorCode() != tc.code) {
+			t.Errorf("%s: %d %.200s, want %d %s", tc.name, a.status, a.body, tc.status, tc.code)
+			continue
+		}
+		what := fmt.Sprintf("%d %s", a.status, tc.code)
+		if tc.code != "" {
+			_, msg := errorBody(t, a.body)
+			what += ": " + msg
+		} else {
+			what += " (net/http, before any handler)"
+		}
+		t.Logf("HOSTILE|%s|%s", tc.name, what)
+	}
+	checkInvariants(t, st.dsn, "A0001", 0, nil)
+
+	// A client that sends half a header and stalls is cut by ReadHeaderTimeout (5 s).
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "POST /api/v1/coupons/A0001/issue HTTP/1.1\r\nHost: x\r\n")
+	start := time.Now()
+	conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	_, err = io.ReadAll(conn)
+	cut := time.Since(start)
+	conn.Close()
+	if err != nil || cut > 8*time.Second {
+		t.Errorf("slow-header client: cut after %v (%v)", cut, err)
+	} else {
+		t.Logf("HOSTILE|client sending half a header, then nothing|connection closed by the server after %v (ReadHeaderTimeout 5 s)", cut.Round(100*time.Millisecond))
+	}
+
+	// Thousands of idle connections do not stop the service from answering others.
+	var idle []net.Conn
+	for i := 0; i < 3000; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("idle connection %d: %v", i, err)
+		}
+		idle = append(idle, c)
+	}
+	start = time.Now()
+	a := in.issue(t, "B0001", uuid.New())
+	took := time.Since(start)
+	for _, c := range idle {
+		c.Close()
+	}
+	if a.status != 201 || took > 2*time.Second {
+		t.Errorf("with 3,000 idle connections: %d after %v", a.status, took)
+	} else {
+		t.Logf("HOSTILE|3,000 idle TCP connections held open|a normal issue request answered 201 in %v meanwhile", took.Round(time.Millisecond))
+	}
+
+	// A pipelined flood on one connection gets answers in order, none lost.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 100; i++ {
+		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	}
+	r := bufio.NewReader(c)
+	for i := 0; i < 100; i++ {
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("pipelined request %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	t.Logf("HOSTILE|100 requests pipelined on one connection|100 answers 200, in order")
+}
