@@ -6,6 +6,11 @@
 //	@version		1.0
 //	@description	First-come-first-served coupon issuance: exactly the stock, never twice to one user, a 201 only after commit.
 //	@BasePath		/
+//
+//	@securityDefinitions.apikey	AdminToken
+//	@in							header
+//	@name						Authorization
+//	@description				"Bearer " followed by ADMIN_TOKEN; the admin routes exist only when ADMIN_TOKEN is set.
 package main
 
 import (
@@ -21,10 +26,12 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	_ "time/tzdata" // schedules name IANA time zones; the binary must not depend on the host's zoneinfo
 
 	_ "couponsvc/docs" // the OpenAPI document served by /swagger
 	"couponsvc/handler"
 	"couponsvc/internal/metrics"
+	"couponsvc/internal/notify"
 	"couponsvc/lock"
 	"couponsvc/repository"
 	"couponsvc/service"
@@ -162,9 +169,15 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	m := metrics.New()
 	svc := service.New(repo, lockerAdapter{locks, nodes}, service.Config{
 		LockWait: cfg.LockWait, LockLease: cfg.LockLease,
+		Bus: notify.New(nodes, "couponsvc:coupon-changed"),
 	}, m, log)
+	// Background work (coupon changes from other pods, daily schedules) until shutdown.
+	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	bgDone := make(chan struct{})
+	go func() { defer close(bgDone); svc.Run(bgCtx) }()
+	defer func() { stopBackground(); <-bgDone }()
 	gin.SetMode(gin.ReleaseMode)
-	h := handler.New(svc, m, log, handler.Config{MaxInFlight: cfg.MaxInFlight})
+	h := handler.New(svc, m, log, handler.Config{MaxInFlight: cfg.MaxInFlight, AdminToken: cfg.AdminToken})
 
 	srv := &http.Server{
 		Addr:              cfg.HTTPAddr,
@@ -184,7 +197,7 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	}
 	log.Info("serving", "addr", ln.Addr().String(), "version", version,
 		"redis_nodes", len(cfg.RedisAddrs), "lock_wait", cfg.LockWait.String(), "lock_lease", cfg.LockLease.String(),
-		"database", redactDSN(cfg.DatabaseURL))
+		"database", redactDSN(cfg.DatabaseURL), "admin_api", cfg.AdminToken != "")
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -199,6 +212,8 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Error("drain incomplete", "err", err)
 	}
+	stopBackground()
+	<-bgDone // before the lock client closes the Redis clients the bus listens on
 	// Each request releases its own lock before it answers; Close stops what is left
 	// (watchdogs, subscriptions) so no lock waits out its lease.
 	if err := locks.Close(); err != nil {

@@ -15,6 +15,246 @@ const docTemplate = `{
     "host": "{{.Host}}",
     "basePath": "{{.BasePath}}",
     "paths": {
+        "/api/v1/admin/coupons": {
+            "post": {
+                "security": [
+                    {
+                        "AdminToken": []
+                    }
+                ],
+                "description": "Creates a coupon issued from opensAt (default now) until closesAt (default: no end). Its wallet entries expire validDays (default 30) after their issue, and redeem on orders of at least minOrderAmount (default 0).",
+                "consumes": [
+                    "application/json"
+                ],
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "admin"
+                ],
+                "summary": "Create a coupon",
+                "parameters": [
+                    {
+                        "description": "the coupon",
+                        "name": "body",
+                        "in": "body",
+                        "required": true,
+                        "schema": {
+                            "$ref": "#/definitions/handler.CreateCouponRequest"
+                        }
+                    }
+                ],
+                "responses": {
+                    "201": {
+                        "description": "Created",
+                        "schema": {
+                            "$ref": "#/definitions/handler.CouponResponse"
+                        }
+                    },
+                    "400": {
+                        "description": "INVALID_REQUEST",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    },
+                    "401": {
+                        "description": "UNAUTHORIZED",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    },
+                    "409": {
+                        "description": "COUPON_EXISTS",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "UNAVAILABLE",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    }
+                }
+            }
+        },
+        "/api/v1/admin/coupons/{code}": {
+            "patch": {
+                "security": [
+                    {
+                        "AdminToken": []
+                    }
+                ],
+                "description": "Changes any of paused, opensAt, closesAt (null: no end) and totalQuantity. A stock change is made under the coupon's lock, between two issue batches; it can never go below what was issued. Every instance applies the change within moments.",
+                "consumes": [
+                    "application/json"
+                ],
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "admin"
+                ],
+                "summary": "Pause or resume a coupon, move its window, change its stock",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "LUNCH-1",
+                        "description": "coupon code",
+                        "name": "code",
+                        "in": "path",
+                        "required": true
+                    },
+                    {
+                        "description": "the changes",
+                        "name": "body",
+                        "in": "body",
+                        "required": true,
+                        "schema": {
+                            "$ref": "#/definitions/handler.PatchCouponRequest"
+                        }
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/handler.CouponResponse"
+                        }
+                    },
+                    "400": {
+                        "description": "INVALID_REQUEST",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    },
+                    "401": {
+                        "description": "UNAUTHORIZED",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    },
+                    "404": {
+                        "description": "COUPON_NOT_FOUND",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    },
+                    "409": {
+                        "description": "STOCK_BELOW_ISSUED",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "LOCK_TIMEOUT (with Retry-After) or UNAVAILABLE",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    }
+                }
+            }
+        },
+        "/api/v1/admin/schedules": {
+            "get": {
+                "security": [
+                    {
+                        "AdminToken": []
+                    }
+                ],
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "admin"
+                ],
+                "summary": "List the daily coupon schedules",
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "type": "array",
+                            "items": {
+                                "$ref": "#/definitions/handler.ScheduleResponse"
+                            }
+                        }
+                    },
+                    "401": {
+                        "description": "UNAUTHORIZED",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "UNAVAILABLE",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    }
+                }
+            },
+            "post": {
+                "security": [
+                    {
+                        "AdminToken": []
+                    }
+                ],
+                "description": "Every day, the service creates the coupon codePrefix-YYYYMMDD (the local date of that opening), open from that day's openTime in timeZone until the next day's, with quantityPerDay coupons. Each exists at least an hour before it opens (within seconds when the schedule is created later than that), exactly once whatever the number of instances.",
+                "consumes": [
+                    "application/json"
+                ],
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "admin"
+                ],
+                "summary": "Create a daily coupon schedule",
+                "parameters": [
+                    {
+                        "description": "the schedule",
+                        "name": "body",
+                        "in": "body",
+                        "required": true,
+                        "schema": {
+                            "$ref": "#/definitions/handler.CreateScheduleRequest"
+                        }
+                    }
+                ],
+                "responses": {
+                    "201": {
+                        "description": "Created",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ScheduleResponse"
+                        }
+                    },
+                    "400": {
+                        "description": "INVALID_REQUEST",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    },
+                    "401": {
+                        "description": "UNAUTHORIZED",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    },
+                    "409": {
+                        "description": "COUPON_EXISTS (a schedule with that codePrefix exists)",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "UNAVAILABLE",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    }
+                }
+            }
+        },
         "/api/v1/coupons": {
             "get": {
                 "produces": [
@@ -129,6 +369,12 @@ const docTemplate = `{
                             "$ref": "#/definitions/handler.ErrorResponse"
                         }
                     },
+                    "403": {
+                        "description": "EVENT_NOT_OPEN (before opensAt) or EVENT_CLOSED (after closesAt, or paused)",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    },
                     "404": {
                         "description": "COUPON_NOT_FOUND",
                         "schema": {
@@ -179,6 +425,17 @@ const docTemplate = `{
                         "name": "userId",
                         "in": "path",
                         "required": true
+                    },
+                    {
+                        "enum": [
+                            "usable",
+                            "redeemed",
+                            "expired"
+                        ],
+                        "type": "string",
+                        "description": "only entries in this status (usable = neither redeemed nor expired)",
+                        "name": "status",
+                        "in": "query"
                     }
                 ],
                 "responses": {
@@ -193,6 +450,90 @@ const docTemplate = `{
                     },
                     "400": {
                         "description": "INVALID_REQUEST",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "UNAVAILABLE",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    }
+                }
+            }
+        },
+        "/api/v1/wallet/{walletId}/redeem": {
+            "post": {
+                "description": "Redeems the wallet entry on the order: only its owner, before it expires, on an order of at least the coupon's minOrderAmount. Idempotent per order: the same orderId again returns the same 200 body; another order gets 409. Of concurrent redemptions of one entry exactly one succeeds.",
+                "consumes": [
+                    "application/json"
+                ],
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "wallet"
+                ],
+                "summary": "Use a coupon on an order",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "01936b2e-7c1a-7d3e-9f00-0a1b2c3d4e5f",
+                        "description": "wallet entry id (UUID)",
+                        "name": "walletId",
+                        "in": "path",
+                        "required": true
+                    },
+                    {
+                        "description": "owner and order",
+                        "name": "body",
+                        "in": "body",
+                        "required": true,
+                        "schema": {
+                            "$ref": "#/definitions/handler.RedeemRequest"
+                        }
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/handler.RedemptionResponse"
+                        }
+                    },
+                    "400": {
+                        "description": "INVALID_REQUEST",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "NOT_OWNER",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    },
+                    "404": {
+                        "description": "WALLET_NOT_FOUND",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    },
+                    "409": {
+                        "description": "ALREADY_REDEEMED (for another order)",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    },
+                    "410": {
+                        "description": "EXPIRED",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorResponse"
+                        }
+                    },
+                    "422": {
+                        "description": "ORDER_BELOW_MINIMUM",
                         "schema": {
                             "$ref": "#/definitions/handler.ErrorResponse"
                         }
@@ -274,6 +615,11 @@ const docTemplate = `{
         "handler.CouponResponse": {
             "type": "object",
             "properties": {
+                "closesAt": {
+                    "type": "string",
+                    "x-nullable": true,
+                    "example": "2026-11-23T04:00:00Z"
+                },
                 "code": {
                     "type": "string",
                     "example": "A0001"
@@ -286,9 +632,23 @@ const docTemplate = `{
                     "type": "integer",
                     "example": 12
                 },
+                "minOrderAmount": {
+                    "description": "smallest order it can be redeemed on",
+                    "type": "integer",
+                    "example": 10000
+                },
                 "name": {
                     "type": "string",
                     "example": "Coupon A"
+                },
+                "opensAt": {
+                    "description": "The issuing window [opensAt, closesAt); closesAt null: no end.",
+                    "type": "string",
+                    "example": "2026-11-22T04:00:00Z"
+                },
+                "paused": {
+                    "type": "boolean",
+                    "example": false
                 },
                 "remaining": {
                     "type": "integer",
@@ -297,6 +657,90 @@ const docTemplate = `{
                 "totalQuantity": {
                     "type": "integer",
                     "example": 300
+                },
+                "validDays": {
+                    "description": "a wallet entry expires this many days after its issue",
+                    "type": "integer",
+                    "example": 30
+                }
+            }
+        },
+        "handler.CreateCouponRequest": {
+            "type": "object",
+            "properties": {
+                "closesAt": {
+                    "description": "default: null, no end",
+                    "type": "string",
+                    "x-nullable": true,
+                    "example": "2026-11-24T04:00:00Z"
+                },
+                "code": {
+                    "type": "string",
+                    "example": "LUNCH-1"
+                },
+                "discountAmount": {
+                    "type": "integer",
+                    "example": 3000
+                },
+                "minOrderAmount": {
+                    "description": "default: 0",
+                    "type": "integer",
+                    "example": 10000
+                },
+                "name": {
+                    "type": "string",
+                    "example": "Lunch drop"
+                },
+                "opensAt": {
+                    "description": "default: now",
+                    "type": "string",
+                    "example": "2026-11-23T04:00:00Z"
+                },
+                "totalQuantity": {
+                    "type": "integer",
+                    "example": 100
+                },
+                "validDays": {
+                    "description": "default: 30",
+                    "type": "integer",
+                    "example": 30
+                }
+            }
+        },
+        "handler.CreateScheduleRequest": {
+            "type": "object",
+            "properties": {
+                "codePrefix": {
+                    "type": "string",
+                    "example": "LUNCH"
+                },
+                "discountAmount": {
+                    "type": "integer",
+                    "example": 3000
+                },
+                "minOrderAmount": {
+                    "type": "integer",
+                    "example": 10000
+                },
+                "name": {
+                    "type": "string",
+                    "example": "Lunch drop"
+                },
+                "openTime": {
+                    "type": "string",
+                    "example": "13:00"
+                },
+                "quantityPerDay": {
+                    "type": "integer",
+                    "example": 100
+                },
+                "timeZone": {
+                    "type": "string",
+                    "example": "Asia/Seoul"
+                },
+                "validDays": {
+                    "type": "integer",
+                    "example": 30
                 }
             }
         },
@@ -330,6 +774,124 @@ const docTemplate = `{
                 }
             }
         },
+        "handler.PatchCouponRequest": {
+            "type": "object",
+            "properties": {
+                "closesAt": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "2026-11-24T04:00:00Z"
+                },
+                "opensAt": {
+                    "type": "string",
+                    "example": "2026-11-23T04:00:00Z"
+                },
+                "paused": {
+                    "type": "boolean",
+                    "example": true
+                },
+                "totalQuantity": {
+                    "type": "integer",
+                    "example": 150
+                }
+            }
+        },
+        "handler.RedeemRequest": {
+            "type": "object",
+            "properties": {
+                "orderAmount": {
+                    "type": "integer",
+                    "example": 25000
+                },
+                "orderId": {
+                    "type": "string",
+                    "example": "ORD-20261122-0001"
+                },
+                "userId": {
+                    "type": "string",
+                    "example": "3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f"
+                }
+            }
+        },
+        "handler.RedemptionResponse": {
+            "type": "object",
+            "properties": {
+                "buyerPays": {
+                    "type": "integer",
+                    "example": 22000
+                },
+                "discountAmount": {
+                    "type": "integer",
+                    "example": 3000
+                },
+                "orderAmount": {
+                    "type": "integer",
+                    "example": 25000
+                },
+                "orderId": {
+                    "type": "string",
+                    "example": "ORD-20261122-0001"
+                },
+                "redeemedAt": {
+                    "type": "string",
+                    "example": "2026-11-22T13:05:00.123Z"
+                },
+                "sellerReceives": {
+                    "type": "integer",
+                    "example": 25000
+                },
+                "walletId": {
+                    "type": "string",
+                    "example": "01936b2e-7c1a-7d3e-9f00-0a1b2c3d4e5f"
+                }
+            }
+        },
+        "handler.ScheduleResponse": {
+            "type": "object",
+            "properties": {
+                "codePrefix": {
+                    "type": "string",
+                    "example": "LUNCH"
+                },
+                "createdAt": {
+                    "type": "string",
+                    "example": "2026-11-22T01:00:00Z"
+                },
+                "discountAmount": {
+                    "type": "integer",
+                    "example": 3000
+                },
+                "id": {
+                    "type": "string",
+                    "example": "01936b2e-7c1a-7d3e-9f00-0a1b2c3d4e5f"
+                },
+                "minOrderAmount": {
+                    "type": "integer",
+                    "example": 10000
+                },
+                "name": {
+                    "type": "string",
+                    "example": "Lunch drop"
+                },
+                "openTime": {
+                    "type": "string",
+                    "example": "13:00"
+                },
+                "quantityPerDay": {
+                    "type": "integer",
+                    "example": 100
+                },
+                "timeZone": {
+                    "type": "string",
+                    "example": "Asia/Seoul"
+                },
+                "validDays": {
+                    "type": "integer",
+                    "example": 30
+                }
+            }
+        },
         "handler.StatusResponse": {
             "type": "object",
             "properties": {
@@ -350,6 +912,10 @@ const docTemplate = `{
                     "type": "integer",
                     "example": 10000
                 },
+                "expiresAt": {
+                    "type": "string",
+                    "example": "2026-12-21T13:00:00.123Z"
+                },
                 "id": {
                     "type": "string",
                     "example": "01936b2e-7c1a-7d3e-9f00-0a1b2c3d4e5f"
@@ -358,11 +924,31 @@ const docTemplate = `{
                     "type": "string",
                     "example": "2026-11-21T13:00:00.123Z"
                 },
+                "orderId": {
+                    "description": "the order it was redeemed on",
+                    "type": "string",
+                    "x-nullable": true,
+                    "example": "ORD-20261122-0001"
+                },
+                "redeemedAt": {
+                    "description": "null until redeemed",
+                    "type": "string",
+                    "x-nullable": true,
+                    "example": "2026-11-22T13:05:00.123Z"
+                },
                 "userId": {
                     "type": "string",
                     "example": "3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f"
                 }
             }
+        }
+    },
+    "securityDefinitions": {
+        "AdminToken": {
+            "description": "\"Bearer \" followed by ADMIN_TOKEN; the admin routes exist only when ADMIN_TOKEN is set.",
+            "type": "apiKey",
+            "name": "Authorization",
+            "in": "header"
         }
     }
 }`

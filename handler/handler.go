@@ -5,6 +5,7 @@ package handler
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -25,11 +26,14 @@ type Handler struct {
 	log      *slog.Logger
 	inflight chan struct{} // a slot per issue request in progress (MAX_INFLIGHT)
 	engine   *gin.Engine
+	// adminToken is the SHA-256 of ADMIN_TOKEN; the admin routes exist only when it is set.
+	adminToken *[sha256.Size]byte
 }
 
 // Config tunes the HTTP layer.
 type Config struct {
-	MaxInFlight int // issue requests in progress at once; beyond it 429
+	MaxInFlight int    // issue requests in progress at once; beyond it 429
+	AdminToken  string // bearer token of the admin routes; empty: no admin routes
 }
 
 // New returns the HTTP handler with every route registered.
@@ -38,6 +42,10 @@ func New(svc *service.Service, m *metrics.Metrics, log *slog.Logger, cfg Config)
 		cfg.MaxInFlight = 4096
 	}
 	h := &Handler{svc: svc, metrics: m, log: log, inflight: make(chan struct{}, cfg.MaxInFlight)}
+	if cfg.AdminToken != "" {
+		sum := sha256.Sum256([]byte(cfg.AdminToken))
+		h.adminToken = &sum
+	}
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.UseRawPath = true // an escaped slash stays inside its path segment: "..%2FA0001" is an (unknown) code
@@ -145,6 +153,7 @@ func (h *Handler) prometheus(c *gin.Context) {
 //	@Param			body	body		IssueRequest	true	"who asks"
 //	@Success		201		{object}	WalletEntryResponse
 //	@Failure		400		{object}	ErrorResponse	"INVALID_REQUEST"
+//	@Failure		403		{object}	ErrorResponse	"EVENT_NOT_OPEN (before opensAt) or EVENT_CLOSED (after closesAt, or paused)"
 //	@Failure		404		{object}	ErrorResponse	"COUPON_NOT_FOUND"
 //	@Failure		409		{object}	ErrorResponse	"ALREADY_ISSUED"
 //	@Failure		410		{object}	ErrorResponse	"SOLD_OUT"
@@ -220,6 +229,7 @@ func (h *Handler) getCoupon(c *gin.Context) {
 //	@Tags		wallet
 //	@Produce	json
 //	@Param		userId	path		string	true	"user id (UUID)"	example(3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f)
+//	@Param		status	query		string	false	"only entries in this status (usable = neither redeemed nor expired)"	Enums(usable, redeemed, expired)
 //	@Success	200		{array}		WalletEntryResponse
 //	@Failure	400		{object}	ErrorResponse	"INVALID_REQUEST"
 //	@Failure	503		{object}	ErrorResponse	"UNAVAILABLE"
@@ -230,7 +240,12 @@ func (h *Handler) userWallet(c *gin.Context) {
 		writeServiceError(c, err)
 		return
 	}
-	w, err := h.svc.UserWallet(c, userID)
+	status, err := service.ParseWalletStatus(c.Query("status"))
+	if err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	w, err := h.svc.UserWallet(c, userID, status)
 	if err != nil {
 		writeServiceError(c, err)
 		return
@@ -253,6 +268,24 @@ func writeServiceError(c *gin.Context, err error) {
 		writeError(c, http.StatusConflict, "ALREADY_ISSUED", "this user already holds this coupon")
 	case errors.Is(err, service.ErrSoldOut):
 		writeError(c, http.StatusGone, "SOLD_OUT", "no coupons left")
+	case errors.Is(err, service.ErrEventNotOpen):
+		writeError(c, http.StatusForbidden, "EVENT_NOT_OPEN", "the coupon's issuing window has not opened yet")
+	case errors.Is(err, service.ErrEventClosed):
+		writeError(c, http.StatusForbidden, "EVENT_CLOSED", "the coupon's issuing window has closed or the coupon is paused")
+	case errors.Is(err, service.ErrCouponExists):
+		writeError(c, http.StatusConflict, "COUPON_EXISTS", "a coupon (or schedule prefix) with this code exists")
+	case errors.Is(err, service.ErrStockBelowIssued):
+		writeError(c, http.StatusConflict, "STOCK_BELOW_ISSUED", "totalQuantity would be below what was already issued")
+	case errors.Is(err, service.ErrWalletNotFound):
+		writeError(c, http.StatusNotFound, "WALLET_NOT_FOUND", "no wallet entry with id "+strconv.Quote(c.Param("walletId")))
+	case errors.Is(err, service.ErrNotOwner):
+		writeError(c, http.StatusForbidden, "NOT_OWNER", "this wallet entry belongs to another user")
+	case errors.Is(err, service.ErrExpired):
+		writeError(c, http.StatusGone, "EXPIRED", "this wallet entry has expired")
+	case errors.Is(err, service.ErrOrderBelowMinimum):
+		writeError(c, http.StatusUnprocessableEntity, "ORDER_BELOW_MINIMUM", "the order is below the coupon's minimum order amount")
+	case errors.Is(err, service.ErrAlreadyRedeemed):
+		writeError(c, http.StatusConflict, "ALREADY_REDEEMED", "this wallet entry was redeemed for another order")
 	case errors.Is(err, service.ErrLockTimeout):
 		c.Header("Retry-After", "1")
 		writeError(c, http.StatusServiceUnavailable, "LOCK_TIMEOUT", "the coupon is busy; nothing was issued, retry shortly")

@@ -30,15 +30,24 @@ type CouponResponse struct {
 	TotalQuantity  int    `json:"totalQuantity" example:"300"`
 	IssuedQuantity int    `json:"issuedQuantity" example:"12"`
 	Remaining      int    `json:"remaining" example:"288"`
+	// The issuing window [opensAt, closesAt); closesAt null: no end.
+	OpensAt        time.Time  `json:"opensAt" example:"2026-11-22T04:00:00Z"`
+	ClosesAt       *time.Time `json:"closesAt" example:"2026-11-23T04:00:00Z" extensions:"x-nullable"`
+	ValidDays      int        `json:"validDays" example:"30"`         // a wallet entry expires this many days after its issue
+	MinOrderAmount int64      `json:"minOrderAmount" example:"10000"` // smallest order it can be redeemed on
+	Paused         bool       `json:"paused" example:"false"`
 }
 
 // WalletEntryResponse is one coupon held by a user.
 type WalletEntryResponse struct {
-	ID             string    `json:"id" example:"01936b2e-7c1a-7d3e-9f00-0a1b2c3d4e5f"`
-	CouponCode     string    `json:"couponCode" example:"A0001"`
-	UserID         string    `json:"userId" example:"3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f"`
-	DiscountAmount int64     `json:"discountAmount" example:"10000"`
-	IssuedAt       time.Time `json:"issuedAt" example:"2026-11-21T13:00:00.123Z"`
+	ID             string     `json:"id" example:"01936b2e-7c1a-7d3e-9f00-0a1b2c3d4e5f"`
+	CouponCode     string     `json:"couponCode" example:"A0001"`
+	UserID         string     `json:"userId" example:"3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f"`
+	DiscountAmount int64      `json:"discountAmount" example:"10000"`
+	IssuedAt       time.Time  `json:"issuedAt" example:"2026-11-21T13:00:00.123Z"`
+	ExpiresAt      time.Time  `json:"expiresAt" example:"2026-12-21T13:00:00.123Z"`
+	RedeemedAt     *time.Time `json:"redeemedAt" example:"2026-11-22T13:05:00.123Z" extensions:"x-nullable"` // null until redeemed
+	OrderID        *string    `json:"orderId" example:"ORD-20261122-0001" extensions:"x-nullable"`           // the order it was redeemed on
 }
 
 // ErrorResponse is the body of every error answer.
@@ -58,13 +67,25 @@ type StatusResponse struct {
 }
 
 func couponResponse(c service.Coupon) CouponResponse {
+	var closes *time.Time
+	if c.ClosesAt != nil {
+		t := c.ClosesAt.UTC()
+		closes = &t
+	}
 	return CouponResponse{Code: c.Code, Name: c.Name, DiscountAmount: c.DiscountAmount,
-		TotalQuantity: c.TotalQuantity, IssuedQuantity: c.IssuedQuantity, Remaining: c.TotalQuantity - c.IssuedQuantity}
+		TotalQuantity: c.TotalQuantity, IssuedQuantity: c.IssuedQuantity, Remaining: c.TotalQuantity - c.IssuedQuantity,
+		OpensAt: c.OpensAt.UTC(), ClosesAt: closes, ValidDays: c.ValidDays, MinOrderAmount: c.MinOrderAmount, Paused: c.Paused}
 }
 
 func walletEntryResponse(e service.WalletEntry) WalletEntryResponse {
+	var redeemed *time.Time
+	if e.RedeemedAt != nil {
+		t := e.RedeemedAt.UTC()
+		redeemed = &t
+	}
 	return WalletEntryResponse{ID: e.ID.String(), CouponCode: e.CouponCode, UserID: e.UserID.String(),
-		DiscountAmount: e.DiscountAmount, IssuedAt: e.IssuedAt.UTC()}
+		DiscountAmount: e.DiscountAmount, IssuedAt: e.IssuedAt.UTC(), ExpiresAt: e.ExpiresAt.UTC(),
+		RedeemedAt: redeemed, OrderID: e.OrderID}
 }
 
 func errMissing(field string) error {

@@ -19,6 +19,15 @@ func (h *Handler) routes(r *gin.Engine) {
 	api.GET("/coupons", h.listCoupons)
 	api.GET("/coupons/:code", h.getCoupon)
 	api.GET("/users/:userId/coupons", h.userWallet)
+	api.POST("/wallet/:walletId/redeem", h.redeem)
+
+	if h.adminToken != nil { // no token configured: the admin routes do not exist
+		admin := api.Group("/admin", h.requireAdmin)
+		admin.POST("/coupons", h.createCoupon)
+		admin.PATCH("/coupons/:code", h.updateCoupon)
+		admin.POST("/schedules", h.createSchedule)
+		admin.GET("/schedules", h.listSchedules)
+	}
 
 	r.GET("/swagger", func(c *gin.Context) { c.Redirect(http.StatusMovedPermanently, "/swagger/index.html") })
 	r.GET("/swagger/*any", ginSwagger.WrapHandler(swaggerFiles.Handler))

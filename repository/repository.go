@@ -25,6 +25,8 @@ var (
 	ErrStaleFence = errors.New("stale lock fencing token")
 	// ErrUnavailable means PostgreSQL could not be reached or dropped the connection.
 	ErrUnavailable = errors.New("database unavailable")
+	// ErrCouponExists means a coupon (or a schedule's prefix) with that code exists already.
+	ErrCouponExists = errors.New("coupon code taken")
 )
 
 // Coupon is a coupon row.
@@ -36,6 +38,12 @@ type Coupon struct {
 	TotalQuantity  int
 	IssuedQuantity int
 	FenceToken     int64
+
+	OpensAt        time.Time  // issuing starts
+	ClosesAt       *time.Time // issuing ends; nil: never
+	ValidDays      int        // a wallet entry expires this many days (of 24 h) after its issue
+	MinOrderAmount int64      // smallest order the coupon can be redeemed on
+	Paused         bool       // issuing is suspended
 }
 
 // WalletEntry is a coupon_wallet row joined with the coupon facts a client needs.
@@ -46,6 +54,9 @@ type WalletEntry struct {
 	UserID         uuid.UUID
 	DiscountAmount int64
 	IssuedAt       time.Time
+	ExpiresAt      time.Time
+	RedeemedAt     *time.Time // nil until redeemed
+	OrderID        *string    // the order it was redeemed on
 }
 
 // Repository runs queries on a pgx pool.
@@ -64,11 +75,13 @@ func (r *Repository) Ping(ctx context.Context) error {
 	return nil
 }
 
-const couponColumns = `id, code, name, discount_amount, total_quantity, issued_quantity, fence_token`
+const couponColumns = `id, code, name, discount_amount, total_quantity, issued_quantity, fence_token,
+	opens_at, closes_at, valid_days, min_order_amount, paused`
 
 func scanCoupon(row pgx.Row) (Coupon, error) {
 	var c Coupon
-	err := row.Scan(&c.ID, &c.Code, &c.Name, &c.DiscountAmount, &c.TotalQuantity, &c.IssuedQuantity, &c.FenceToken)
+	err := row.Scan(&c.ID, &c.Code, &c.Name, &c.DiscountAmount, &c.TotalQuantity, &c.IssuedQuantity, &c.FenceToken,
+		&c.OpensAt, &c.ClosesAt, &c.ValidDays, &c.MinOrderAmount, &c.Paused)
 	return c, err
 }
 
@@ -97,18 +110,28 @@ func (r *Repository) ListCoupons(ctx context.Context) ([]Coupon, error) {
 	return out, nil
 }
 
-// CreateCoupon inserts a coupon with nothing issued yet.
+// CreateCoupon inserts a coupon with nothing issued yet and returns it as stored. A zero OpensAt
+// opens it now, a zero ValidDays is the default (30). A taken code is ErrCouponExists.
 func (r *Repository) CreateCoupon(ctx context.Context, c Coupon) (Coupon, error) {
 	if c.ID == uuid.Nil {
 		c.ID = uuid.Must(uuid.NewV7())
 	}
-	_, err := r.pool.Exec(ctx, `INSERT INTO coupon (id, code, name, discount_amount, total_quantity)
-		VALUES ($1, $2, $3, $4, $5)`, c.ID, c.Code, c.Name, c.DiscountAmount, c.TotalQuantity)
+	var opensAt *time.Time
+	if !c.OpensAt.IsZero() {
+		opensAt = &c.OpensAt
+	}
+	out, err := scanCoupon(r.pool.QueryRow(ctx, `INSERT INTO coupon (id, code, name, discount_amount, total_quantity,
+			opens_at, closes_at, valid_days, min_order_amount, paused)
+		VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, coalesce(nullif($8, 0), 30), $9, $10)
+		RETURNING `+couponColumns,
+		c.ID, c.Code, c.Name, c.DiscountAmount, c.TotalQuantity, opensAt, c.ClosesAt, c.ValidDays, c.MinOrderAmount, c.Paused))
+	if isUniqueViolation(err) {
+		return Coupon{}, fmt.Errorf("create coupon %s: %w", c.Code, ErrCouponExists)
+	}
 	if err != nil {
 		return Coupon{}, translate("create coupon "+c.Code, err)
 	}
-	c.IssuedQuantity, c.FenceToken = 0, 0
-	return c, nil
+	return out, nil
 }
 
 func (r *Repository) walletEntry(ctx context.Context, couponID, userID uuid.UUID) (WalletEntry, error) {
@@ -147,7 +170,8 @@ func (r *Repository) HoldersOf(ctx context.Context, couponID uuid.UUID) ([]uuid.
 
 // UserWallet lists the user's wallet entries, oldest first.
 func (r *Repository) UserWallet(ctx context.Context, userID uuid.UUID) ([]WalletEntry, error) {
-	rows, err := r.pool.Query(ctx, `SELECT w.id, w.coupon_id, c.code, w.user_id, c.discount_amount, w.issued_at
+	rows, err := r.pool.Query(ctx, `SELECT w.id, w.coupon_id, c.code, w.user_id, c.discount_amount, w.issued_at,
+			w.expires_at, w.redeemed_at, w.order_id
 		FROM coupon_wallet w JOIN coupon c ON c.id = w.coupon_id
 		WHERE w.user_id = $1 ORDER BY w.issued_at, w.id`, userID)
 	if err != nil {
@@ -155,7 +179,8 @@ func (r *Repository) UserWallet(ctx context.Context, userID uuid.UUID) ([]Wallet
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (WalletEntry, error) {
 		var e WalletEntry
-		err := row.Scan(&e.ID, &e.CouponID, &e.CouponCode, &e.UserID, &e.DiscountAmount, &e.IssuedAt)
+		err := row.Scan(&e.ID, &e.CouponID, &e.CouponCode, &e.UserID, &e.DiscountAmount, &e.IssuedAt,
+			&e.ExpiresAt, &e.RedeemedAt, &e.OrderID)
 		return e, err
 	})
 	if err != nil {

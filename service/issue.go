@@ -27,7 +27,8 @@ import (
 
 // couponState is one coupon's cache of committed facts and its queue of waiting requests.
 type couponState struct {
-	coupon Coupon // ID, code, name and discount; the quantities here are not kept current
+	coupon Coupon                 // ID, code, name, discount and validity (fixed); its other fields are not kept current
+	window atomic.Pointer[window] // issuing window, refreshed (see apply)
 
 	mu       sync.Mutex
 	holders  map[uuid.UUID]struct{} // users known to hold this coupon (committed)
@@ -35,6 +36,8 @@ type couponState struct {
 	final    bool                   // sold out and holders is the complete set from PostgreSQL
 	queue    []*issueRequest        // waiting requests, in arrival order
 	draining bool                   // a drainer goroutine is running for this coupon
+	total    int                    // total_quantity as last read from PostgreSQL
+	gen      uint64                 // bumped when the stock changes: older sold-out findings are void
 }
 
 // issueRequest is one request waiting in a coupon's queue.
@@ -92,6 +95,10 @@ func resultOf(err error) string {
 		return "sold_out"
 	case errors.Is(err, ErrCouponNotFound):
 		return "not_found"
+	case errors.Is(err, ErrEventNotOpen):
+		return "event_not_open"
+	case errors.Is(err, ErrEventClosed):
+		return "event_closed"
 	case errors.Is(err, ErrLockTimeout):
 		return "lock_timeout"
 	case errors.Is(err, ErrUnavailable):
@@ -106,6 +113,11 @@ func (s *Service) issue(ctx context.Context, code string, userID uuid.UUID) (Wal
 	st, err := s.state(ctx, code)
 	if err != nil {
 		return WalletEntry{}, err
+	}
+	// The window as this instance knows it (no lock, no query): at most MetaRefresh old, and
+	// usually moments old after a change (the bus).
+	if err := st.window.Load().check(s.now()); err != nil {
+		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, err)
 	}
 	req := &issueRequest{ctx: ctx, user: userID, deadline: time.Now().Add(s.cfg.LockWait), done: make(chan issueOutcome, 1)}
 
@@ -237,6 +249,7 @@ func (s *Service) failAll(st *couponState, err error) {
 func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) {
 	held := time.Now()
 	st.mu.Lock()
+	gen := st.gen // the stock this batch runs against, as far as this instance knows
 	st.queue = s.expire(st.queue, held)
 	var batch []*issueRequest
 	n := 0
@@ -292,6 +305,7 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) {
 			st.holders[r.user] = struct{}{}
 			e := res.Entry
 			e.CouponCode, e.DiscountAmount = st.coupon.Code, st.coupon.DiscountAmount
+			e.ExpiresAt = e.IssuedAt.Add(time.Duration(st.coupon.ValidDays) * 24 * time.Hour) // as the schema's trigger
 			r.done <- issueOutcome{entry: e}
 		case repository.AlreadyIssued:
 			st.holders[r.user] = struct{}{}
@@ -303,6 +317,8 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) {
 			retry = append(retry, r)
 		}
 	}
+	// A stock raised since the batch began voids its sold-out finding.
+	soldOut = soldOut && st.gen == gen
 	learnFinal := soldOut && !st.soldOut
 	st.soldOut = st.soldOut || soldOut
 	st.mu.Unlock()
@@ -310,7 +326,7 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) {
 		s.requeue(st, retry)
 	}
 	if learnFinal {
-		s.loadHolders(ctx, st)
+		s.loadHolders(ctx, st, gen)
 	}
 }
 
@@ -360,7 +376,8 @@ func (s *Service) requeue(st *couponState, reqs []*issueRequest) {
 
 // loadHolders reads the complete, now final, set of holders of a sold-out coupon, so that every
 // later request is answered without the lock: 409 for a holder, 410 for anyone else.
-func (s *Service) loadHolders(ctx context.Context, st *couponState) {
+// A stock change meanwhile (a new generation) leaves it not final.
+func (s *Service) loadHolders(ctx context.Context, st *couponState, gen uint64) {
 	holders, err := s.repo.HoldersOf(ctx, st.coupon.ID)
 	if err != nil {
 		s.log.Warn("load holders of a sold-out coupon", "coupon", st.coupon.Code, "err", err)
@@ -371,7 +388,7 @@ func (s *Service) loadHolders(ctx context.Context, st *couponState) {
 	for _, u := range holders {
 		st.holders[u] = struct{}{}
 	}
-	st.final = true
+	st.final = st.soldOut && st.gen == gen
 }
 
 func lockName(code string) string { return "coupon:" + code }

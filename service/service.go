@@ -43,6 +43,14 @@ type Repository interface {
 	HoldersOf(ctx context.Context, couponID uuid.UUID) ([]uuid.UUID, error)
 	UserWallet(ctx context.Context, userID uuid.UUID) ([]repository.WalletEntry, error)
 	Ping(ctx context.Context) error
+
+	CreateCoupon(ctx context.Context, c repository.Coupon) (repository.Coupon, error)
+	UpdateCoupon(ctx context.Context, code string, apply func(*repository.Coupon) error) (repository.Coupon, error)
+	CouponsByCodes(ctx context.Context, codes []string) ([]repository.Coupon, error)
+	CreateSchedule(ctx context.Context, s repository.Schedule) (repository.Schedule, error)
+	ListSchedules(ctx context.Context) ([]repository.Schedule, error)
+	MaterialiseCoupon(ctx context.Context, c repository.Coupon, scheduleID uuid.UUID, day time.Time) (bool, error)
+	Redeem(ctx context.Context, walletID, userID uuid.UUID, orderID string, orderAmount int64, now time.Time) (repository.Redemption, error)
 }
 
 // Mutex is one named distributed lock, held by the owner carried in the context.
@@ -69,6 +77,20 @@ type Config struct {
 	LockLease time.Duration // 0: watchdog mode; >0: fixed lease (LOCK_LEASE)
 	TxTimeout time.Duration // longest the issue transaction may take; 0 means 5 s
 	MaxBatch  int           // most requests issued in one transaction; 0 means 512
+
+	// Now is the clock of the business rules (issuing windows, expiry, schedules); nil means
+	// time.Now. Tests move it by the millisecond.
+	Now func() time.Time
+	// Bus carries coupon changes to the other instances; nil for a single instance.
+	Bus Bus
+	// MetaRefresh bounds how stale this instance's copy of a coupon (its window, pause and
+	// stock) may be when a notice on the bus is lost; 0 means 1 s.
+	MetaRefresh time.Duration
+	// ScheduleEvery is how often the daily coupons due are materialised; 0 means 30 s.
+	ScheduleEvery time.Duration
+	// ScheduleLead is how long before its opening a daily coupon is created; 0 means 2 h, so
+	// that with ScheduleEvery it exists well over an hour ahead.
+	ScheduleLead time.Duration
 }
 
 // Service implements the use cases.
@@ -90,6 +112,18 @@ func New(repo Repository, locks Locker, cfg Config, m *metrics.Metrics, log *slo
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 512
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MetaRefresh <= 0 {
+		cfg.MetaRefresh = time.Second
+	}
+	if cfg.ScheduleEvery <= 0 {
+		cfg.ScheduleEvery = 30 * time.Second
+	}
+	if cfg.ScheduleLead <= 0 {
+		cfg.ScheduleLead = 2 * time.Hour
 	}
 	return &Service{repo: repo, locks: locks, cfg: cfg, metrics: m, log: log, coupons: map[string]*couponState{}}
 }
@@ -133,7 +167,8 @@ func (s *Service) state(ctx context.Context, code string) (*couponState, error) 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if st = s.coupons[code]; st == nil {
-		st = &couponState{coupon: c, holders: map[uuid.UUID]struct{}{}}
+		st = &couponState{coupon: c, holders: map[uuid.UUID]struct{}{}, total: c.TotalQuantity}
+		st.window.Store(windowOf(c))
 		s.coupons[code] = st
 	}
 	return st, nil
@@ -152,9 +187,23 @@ func (s *Service) translate(err error) error {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case errors.Is(err, lock.ErrTimeout), errors.Is(err, repository.ErrStaleFence), errors.Is(err, lock.ErrLockLost):
 		return fmt.Errorf("%w: %w", ErrLockTimeout, err)
+	case errors.Is(err, repository.ErrCouponExists):
+		return fmt.Errorf("%w: %w", ErrCouponExists, err)
+	case errors.Is(err, repository.ErrWalletNotFound):
+		return fmt.Errorf("%w: %w", ErrWalletNotFound, err)
+	case errors.Is(err, repository.ErrNotOwner):
+		return fmt.Errorf("%w: %w", ErrNotOwner, err)
+	case errors.Is(err, repository.ErrExpired):
+		return fmt.Errorf("%w: %w", ErrExpired, err)
+	case errors.Is(err, repository.ErrOrderBelowMinimum):
+		return fmt.Errorf("%w: %w", ErrOrderBelowMinimum, err)
+	case errors.Is(err, repository.ErrAlreadyRedeemed):
+		return fmt.Errorf("%w: %w", ErrAlreadyRedeemed, err)
 	}
 	return err
 }
+
+func (s *Service) now() time.Time { return s.cfg.Now() }
 
 // GetCoupon returns the coupon with its current counts.
 func (s *Service) GetCoupon(ctx context.Context, code string) (Coupon, error) {
@@ -177,13 +226,23 @@ func (s *Service) ListCoupons(ctx context.Context) ([]Coupon, error) {
 	return cs, nil
 }
 
-// UserWallet returns the user's wallet entries.
-func (s *Service) UserWallet(ctx context.Context, userID uuid.UUID) ([]WalletEntry, error) {
+// UserWallet returns the user's wallet entries with the given status (WalletAll: every one).
+func (s *Service) UserWallet(ctx context.Context, userID uuid.UUID, status WalletStatus) ([]WalletEntry, error) {
 	w, err := s.repo.UserWallet(ctx, userID)
 	if err != nil {
 		return nil, s.translate(err)
 	}
-	return w, nil
+	if status == WalletAll {
+		return w, nil
+	}
+	now := s.now()
+	out := w[:0]
+	for _, e := range w {
+		if statusOf(e, now) == status {
+			out = append(out, e)
+		}
+	}
+	return out, nil
 }
 
 // Ready reports whether PostgreSQL and a quorum of the Redis nodes answer.

@@ -28,6 +28,11 @@ type Metrics struct {
 	BatchSize prometheus.Histogram
 	// InFlight is the number of issue requests in progress in this instance.
 	InFlight prometheus.Gauge
+	// Redemptions counts redemption answers by result (redeemed, already_redeemed, expired,
+	// not_owner, below_minimum, not_found, unavailable, error).
+	Redemptions *prometheus.CounterVec
+	// CouponsMaterialised counts the daily coupons this instance created from schedules.
+	CouponsMaterialised prometheus.Counter
 }
 
 // Buckets from 0.5 ms to ~8 s: the issue path's cheap answers take microseconds, a contended
@@ -68,9 +73,15 @@ func New() *Metrics {
 		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "couponsvc_issue_inflight", Help: "Issue requests in progress in this instance.",
 		}),
+		Redemptions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "couponsvc_redeem_total", Help: "Redemption requests by result.",
+		}, []string{"result"}),
+		CouponsMaterialised: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "couponsvc_schedule_coupons_created_total", Help: "Daily coupons this instance created from schedules.",
+		}),
 	}
 	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.IssueOutcomes, m.LockWait, m.LockHold,
-		m.TxDuration, m.BatchSize, m.InFlight,
+		m.TxDuration, m.BatchSize, m.InFlight, m.Redemptions, m.CouponsMaterialised,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -1,0 +1,274 @@
+package handler
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"couponsvc/service"
+
+	"github.com/gin-gonic/gin"
+)
+
+// The admin API (/api/v1/admin/*): registered only when an admin token is configured, and every
+// request must carry it as a bearer token.
+
+// requireAdmin answers 401 unless the request carries the admin token. Both sides are hashed
+// before the constant-time compare, so neither the token's bytes nor its length leak through
+// the time taken.
+func (h *Handler) requireAdmin(c *gin.Context) {
+	got, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
+	sum := sha256.Sum256([]byte(got))
+	if !ok || subtle.ConstantTimeCompare(sum[:], h.adminToken[:]) != 1 {
+		c.Header("WWW-Authenticate", `Bearer realm="couponsvc admin"`)
+		writeError(c, http.StatusUnauthorized, "UNAUTHORIZED", "admin routes need Authorization: Bearer <ADMIN_TOKEN>")
+		return
+	}
+	c.Next()
+}
+
+// CreateCouponRequest is the body of a coupon creation; code, name, discountAmount and
+// totalQuantity are required.
+type CreateCouponRequest struct {
+	Code           string     `json:"code" example:"LUNCH-1"`
+	Name           string     `json:"name" example:"Lunch drop"`
+	DiscountAmount *int64     `json:"discountAmount" example:"3000"`
+	TotalQuantity  *int       `json:"totalQuantity" example:"100"`
+	OpensAt        *time.Time `json:"opensAt" example:"2026-11-23T04:00:00Z"`                          // default: now
+	ClosesAt       *time.Time `json:"closesAt" example:"2026-11-24T04:00:00Z" extensions:"x-nullable"` // default: null, no end
+	ValidDays      *int       `json:"validDays" example:"30"`                                          // default: 30
+	MinOrderAmount *int64     `json:"minOrderAmount" example:"10000"`                                  // default: 0
+}
+
+// PatchCouponRequest changes a coupon; absent fields stay as they are, "closesAt": null removes
+// the end of the window.
+type PatchCouponRequest struct {
+	Paused        *bool        `json:"paused" example:"true"`
+	OpensAt       *time.Time   `json:"opensAt" example:"2026-11-23T04:00:00Z"`
+	ClosesAt      optionalTime `json:"closesAt" swaggertype:"string" format:"date-time" example:"2026-11-24T04:00:00Z" extensions:"x-nullable"`
+	TotalQuantity *int         `json:"totalQuantity" example:"150"`
+}
+
+// optionalTime tells an absent time (set false) from an explicit null (set, t nil).
+type optionalTime struct {
+	set bool
+	t   *time.Time
+}
+
+func (o *optionalTime) UnmarshalJSON(b []byte) error {
+	o.set = true
+	if string(b) == "null" {
+		o.t = nil
+		return nil
+	}
+	var t time.Time
+	if err := json.Unmarshal(b, &t); err != nil {
+		return err
+	}
+	o.t = &t
+	return nil
+}
+
+// CreateScheduleRequest is the body of a daily schedule; all fields but validDays (default 30)
+// and minOrderAmount (default 0) are required.
+type CreateScheduleRequest struct {
+	CodePrefix     string `json:"codePrefix" example:"LUNCH"`
+	Name           string `json:"name" example:"Lunch drop"`
+	OpenTime       string `json:"openTime" example:"13:00"`
+	TimeZone       string `json:"timeZone" example:"Asia/Seoul"`
+	QuantityPerDay *int   `json:"quantityPerDay" example:"100"`
+	DiscountAmount *int64 `json:"discountAmount" example:"3000"`
+	ValidDays      *int   `json:"validDays" example:"30"`
+	MinOrderAmount *int64 `json:"minOrderAmount" example:"10000"`
+}
+
+// ScheduleResponse is a daily schedule: each day's coupon is codePrefix-YYYYMMDD.
+type ScheduleResponse struct {
+	ID             string    `json:"id" example:"01936b2e-7c1a-7d3e-9f00-0a1b2c3d4e5f"`
+	CodePrefix     string    `json:"codePrefix" example:"LUNCH"`
+	Name           string    `json:"name" example:"Lunch drop"`
+	OpenTime       string    `json:"openTime" example:"13:00"`
+	TimeZone       string    `json:"timeZone" example:"Asia/Seoul"`
+	QuantityPerDay int       `json:"quantityPerDay" example:"100"`
+	DiscountAmount int64     `json:"discountAmount" example:"3000"`
+	ValidDays      int       `json:"validDays" example:"30"`
+	MinOrderAmount int64     `json:"minOrderAmount" example:"10000"`
+	CreatedAt      time.Time `json:"createdAt" example:"2026-11-22T01:00:00Z"`
+}
+
+func scheduleResponse(s service.Schedule) ScheduleResponse {
+	return ScheduleResponse{ID: s.ID.String(), CodePrefix: s.CodePrefix, Name: s.Name, OpenTime: service.FormatOpenTime(s.OpenMinute),
+		TimeZone: s.TimeZone, QuantityPerDay: s.QuantityPerDay, DiscountAmount: s.DiscountAmount, ValidDays: s.ValidDays,
+		MinOrderAmount: s.MinOrderAmount, CreatedAt: s.CreatedAt.UTC()}
+}
+
+// field is a request field and whether the request lacks it.
+type field struct {
+	name    string
+	missing bool
+}
+
+// required returns the error for the first missing field, in the order given.
+func required(fields ...field) error {
+	for _, f := range fields {
+		if f.missing {
+			return errMissing(f.name)
+		}
+	}
+	return nil
+}
+
+// deref returns *p, or def when p is nil.
+func deref[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// createCoupon godoc
+//
+//	@Summary		Create a coupon
+//	@Description	Creates a coupon issued from opensAt (default now) until closesAt (default: no end). Its wallet entries expire validDays (default 30) after their issue, and redeem on orders of at least minOrderAmount (default 0).
+//	@Tags			admin
+//	@Accept			json
+//	@Produce		json
+//	@Security		AdminToken
+//	@Param			body	body		CreateCouponRequest	true	"the coupon"
+//	@Success		201		{object}	CouponResponse
+//	@Failure		400		{object}	ErrorResponse	"INVALID_REQUEST"
+//	@Failure		401		{object}	ErrorResponse	"UNAUTHORIZED"
+//	@Failure		409		{object}	ErrorResponse	"COUPON_EXISTS"
+//	@Failure		503		{object}	ErrorResponse	"UNAVAILABLE"
+//	@Router			/api/v1/admin/coupons [post]
+func (h *Handler) createCoupon(c *gin.Context) {
+	var req CreateCouponRequest
+	if err := decodeJSON(c, maxBodyBytes, &req); err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	if err := required(field{"code", req.Code == ""}, field{"name", req.Name == ""},
+		field{"discountAmount", req.DiscountAmount == nil}, field{"totalQuantity", req.TotalQuantity == nil}); err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	cp, err := h.svc.CreateCoupon(c, service.Coupon{
+		Code: req.Code, Name: req.Name, DiscountAmount: *req.DiscountAmount, TotalQuantity: *req.TotalQuantity,
+		OpensAt: deref(req.OpensAt, time.Time{}), ClosesAt: req.ClosesAt,
+		ValidDays: deref(req.ValidDays, service.DefaultValidDays), MinOrderAmount: deref(req.MinOrderAmount, 0),
+	})
+	if err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, couponResponse(cp))
+}
+
+// updateCoupon godoc
+//
+//	@Summary		Pause or resume a coupon, move its window, change its stock
+//	@Description	Changes any of paused, opensAt, closesAt (null: no end) and totalQuantity. A stock change is made under the coupon's lock, between two issue batches; it can never go below what was issued. Every instance applies the change within moments.
+//	@Tags			admin
+//	@Accept			json
+//	@Produce		json
+//	@Security		AdminToken
+//	@Param			code	path		string				true	"coupon code"	example(LUNCH-1)
+//	@Param			body	body		PatchCouponRequest	true	"the changes"
+//	@Success		200		{object}	CouponResponse
+//	@Failure		400		{object}	ErrorResponse	"INVALID_REQUEST"
+//	@Failure		401		{object}	ErrorResponse	"UNAUTHORIZED"
+//	@Failure		404		{object}	ErrorResponse	"COUPON_NOT_FOUND"
+//	@Failure		409		{object}	ErrorResponse	"STOCK_BELOW_ISSUED"
+//	@Failure		503		{object}	ErrorResponse	"LOCK_TIMEOUT (with Retry-After) or UNAVAILABLE"
+//	@Router			/api/v1/admin/coupons/{code} [patch]
+func (h *Handler) updateCoupon(c *gin.Context) {
+	var req PatchCouponRequest
+	if err := decodeJSON(c, maxBodyBytes, &req); err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	if req.Paused == nil && req.OpensAt == nil && !req.ClosesAt.set && req.TotalQuantity == nil {
+		writeServiceError(c, fmt.Errorf("%w: nothing to change: send any of paused, opensAt, closesAt, totalQuantity", service.ErrInvalid))
+		return
+	}
+	cp, err := h.svc.UpdateCoupon(c, c.Param("code"), service.CouponPatch{
+		Paused: req.Paused, OpensAt: req.OpensAt, SetClosesAt: req.ClosesAt.set, ClosesAt: req.ClosesAt.t,
+		TotalQuantity: req.TotalQuantity,
+	})
+	if err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, couponResponse(cp))
+}
+
+// createSchedule godoc
+//
+//	@Summary		Create a daily coupon schedule
+//	@Description	Every day, the service creates the coupon codePrefix-YYYYMMDD (the local date of that opening), open from that day's openTime in timeZone until the next day's, with quantityPerDay coupons. Each exists at least an hour before it opens (within seconds when the schedule is created later than that), exactly once whatever the number of instances.
+//	@Tags			admin
+//	@Accept			json
+//	@Produce		json
+//	@Security		AdminToken
+//	@Param			body	body		CreateScheduleRequest	true	"the schedule"
+//	@Success		201		{object}	ScheduleResponse
+//	@Failure		400		{object}	ErrorResponse	"INVALID_REQUEST"
+//	@Failure		401		{object}	ErrorResponse	"UNAUTHORIZED"
+//	@Failure		409		{object}	ErrorResponse	"COUPON_EXISTS (a schedule with that codePrefix exists)"
+//	@Failure		503		{object}	ErrorResponse	"UNAVAILABLE"
+//	@Router			/api/v1/admin/schedules [post]
+func (h *Handler) createSchedule(c *gin.Context) {
+	var req CreateScheduleRequest
+	if err := decodeJSON(c, maxBodyBytes, &req); err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	if err := required(field{"codePrefix", req.CodePrefix == ""}, field{"name", req.Name == ""},
+		field{"openTime", req.OpenTime == ""}, field{"timeZone", req.TimeZone == ""},
+		field{"quantityPerDay", req.QuantityPerDay == nil}, field{"discountAmount", req.DiscountAmount == nil}); err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	minute, err := service.ParseOpenTime(req.OpenTime)
+	if err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	sc, err := h.svc.CreateSchedule(c, service.Schedule{
+		CodePrefix: req.CodePrefix, Name: req.Name, OpenMinute: minute, TimeZone: req.TimeZone,
+		QuantityPerDay: *req.QuantityPerDay, DiscountAmount: *req.DiscountAmount,
+		ValidDays: deref(req.ValidDays, service.DefaultValidDays), MinOrderAmount: deref(req.MinOrderAmount, 0),
+	})
+	if err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, scheduleResponse(sc))
+}
+
+// listSchedules godoc
+//
+//	@Summary	List the daily coupon schedules
+//	@Tags		admin
+//	@Produce	json
+//	@Security	AdminToken
+//	@Success	200	{array}		ScheduleResponse
+//	@Failure	401	{object}	ErrorResponse	"UNAUTHORIZED"
+//	@Failure	503	{object}	ErrorResponse	"UNAVAILABLE"
+//	@Router		/api/v1/admin/schedules [get]
+func (h *Handler) listSchedules(c *gin.Context) {
+	scs, err := h.svc.ListSchedules(c)
+	if err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	out := make([]ScheduleResponse, len(scs))
+	for i, s := range scs {
+		out[i] = scheduleResponse(s)
+	}
+	c.JSON(http.StatusOK, out)
+}

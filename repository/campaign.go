@@ -1,0 +1,131 @@
+package repository
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Schedule is a daily coupon: each local day's coupon PREFIX-YYYYMMDD opens OpenMinute minutes
+// past local midnight in TimeZone and closes when the next day's opens.
+type Schedule struct {
+	ID             uuid.UUID
+	CodePrefix     string
+	Name           string
+	OpenMinute     int    // minutes past local midnight, 0..1439
+	TimeZone       string // IANA name
+	QuantityPerDay int
+	DiscountAmount int64
+	ValidDays      int
+	MinOrderAmount int64
+	CreatedAt      time.Time
+}
+
+// CouponsByCodes returns the coupons with those codes (those that exist), in no order.
+func (r *Repository) CouponsByCodes(ctx context.Context, codes []string) ([]Coupon, error) {
+	rows, err := r.pool.Query(ctx, `SELECT `+couponColumns+` FROM coupon WHERE code = ANY ($1)`, codes)
+	if err != nil {
+		return nil, translate("coupons by codes", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Coupon, error) { return scanCoupon(row) })
+	if err != nil {
+		return nil, translate("coupons by codes", err)
+	}
+	return out, nil
+}
+
+// UpdateCoupon changes coupon code in one transaction: it locks the row, lets apply change the
+// copy (apply's error aborts the change and is returned as is), and stores the window, the
+// pause and the stock. The schema refuses a stock below what was issued whatever apply checked.
+func (r *Repository) UpdateCoupon(ctx context.Context, code string, apply func(*Coupon) error) (Coupon, error) {
+	var out Coupon
+	var applyErr error
+	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		c, err := scanCoupon(tx.QueryRow(ctx, `SELECT `+couponColumns+` FROM coupon WHERE code = $1 FOR UPDATE`, code))
+		if err != nil {
+			return err
+		}
+		if applyErr = apply(&c); applyErr != nil {
+			return applyErr
+		}
+		out, err = scanCoupon(tx.QueryRow(ctx, `UPDATE coupon
+			SET opens_at = $2, closes_at = $3, paused = $4, total_quantity = $5
+			WHERE id = $1 RETURNING `+couponColumns, c.ID, c.OpensAt, c.ClosesAt, c.Paused, c.TotalQuantity))
+		return err
+	})
+	switch {
+	case applyErr != nil:
+		return Coupon{}, applyErr
+	case errors.Is(err, pgx.ErrNoRows):
+		return Coupon{}, fmt.Errorf("coupon %q: %w", code, ErrCouponNotFound)
+	case err != nil:
+		return Coupon{}, translate("update coupon "+code, err)
+	}
+	return out, nil
+}
+
+const scheduleColumns = `id, code_prefix, name, open_minute, time_zone, quantity_per_day, discount_amount,
+	valid_days, min_order_amount, created_at`
+
+func scanSchedule(row pgx.Row) (Schedule, error) {
+	var s Schedule
+	err := row.Scan(&s.ID, &s.CodePrefix, &s.Name, &s.OpenMinute, &s.TimeZone, &s.QuantityPerDay,
+		&s.DiscountAmount, &s.ValidDays, &s.MinOrderAmount, &s.CreatedAt)
+	return s, err
+}
+
+// CreateSchedule stores a schedule (created at s.CreatedAt) and returns it as stored; a taken
+// prefix is ErrCouponExists.
+func (r *Repository) CreateSchedule(ctx context.Context, s Schedule) (Schedule, error) {
+	if s.ID == uuid.Nil {
+		s.ID = uuid.Must(uuid.NewV7())
+	}
+	out, err := scanSchedule(r.pool.QueryRow(ctx, `INSERT INTO coupon_schedule (id, code_prefix, name, open_minute,
+			time_zone, quantity_per_day, discount_amount, valid_days, min_order_amount, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING `+scheduleColumns,
+		s.ID, s.CodePrefix, s.Name, s.OpenMinute, s.TimeZone, s.QuantityPerDay, s.DiscountAmount, s.ValidDays, s.MinOrderAmount,
+		s.CreatedAt))
+	if isUniqueViolation(err) {
+		return Schedule{}, fmt.Errorf("create schedule %s: %w", s.CodePrefix, ErrCouponExists)
+	}
+	if err != nil {
+		return Schedule{}, translate("create schedule "+s.CodePrefix, err)
+	}
+	return out, nil
+}
+
+// ListSchedules returns every schedule, ordered by prefix.
+func (r *Repository) ListSchedules(ctx context.Context) ([]Schedule, error) {
+	rows, err := r.pool.Query(ctx, `SELECT `+scheduleColumns+` FROM coupon_schedule ORDER BY code_prefix`)
+	if err != nil {
+		return nil, translate("list schedules", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Schedule, error) { return scanSchedule(row) })
+	if err != nil {
+		return nil, translate("list schedules", err)
+	}
+	return out, nil
+}
+
+// MaterialiseCoupon creates schedule's coupon c for local day (its date), unless one exists for
+// that day (or its code is taken): whatever the number of pods calling it at once, one row is
+// created per schedule and day, by the UNIQUE constraints. It reports whether this call did.
+func (r *Repository) MaterialiseCoupon(ctx context.Context, c Coupon, scheduleID uuid.UUID, day time.Time) (bool, error) {
+	tag, err := r.pool.Exec(ctx, `INSERT INTO coupon (id, code, name, discount_amount, total_quantity,
+			opens_at, closes_at, valid_days, min_order_amount, schedule_id, schedule_day)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+		ON CONFLICT DO NOTHING`,
+		uuid.Must(uuid.NewV7()), c.Code, c.Name, c.DiscountAmount, c.TotalQuantity,
+		c.OpensAt, c.ClosesAt, c.ValidDays, c.MinOrderAmount, scheduleID, pgDate(day))
+	if err != nil {
+		return false, translate("materialise "+c.Code, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// pgDate is day's calendar date as a PostgreSQL date, whatever its location.
+func pgDate(day time.Time) string { return day.Format(time.DateOnly) }

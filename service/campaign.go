@@ -1,0 +1,277 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"couponsvc/lock"
+)
+
+// DefaultValidDays is how long a wallet entry stays valid when a coupon does not say.
+const DefaultValidDays = 30
+
+// Errors of campaigns and redemption; the HTTP layer maps each to a status and error code.
+var (
+	ErrEventNotOpen      = errors.New("the coupon's issuing window has not opened yet")
+	ErrEventClosed       = errors.New("the coupon's issuing window has closed or the coupon is paused")
+	ErrCouponExists      = errors.New("a coupon with that code exists")
+	ErrStockBelowIssued  = errors.New("total quantity below what was issued")
+	ErrWalletNotFound    = errors.New("wallet entry not found")
+	ErrNotOwner          = errors.New("wallet entry belongs to another user")
+	ErrExpired           = errors.New("wallet entry expired")
+	ErrOrderBelowMinimum = errors.New("order below the coupon's minimum order amount")
+	ErrAlreadyRedeemed   = errors.New("wallet entry already redeemed for another order")
+)
+
+// Bus carries short notices between the instances of the service: every instance, the
+// publisher included, receives what any of them publishes. Delivery is best effort; the
+// periodic refresh (Config.MetaRefresh) bounds what a lost notice costs.
+type Bus interface {
+	Publish(ctx context.Context, msg string) error
+	// Subscribe calls handle for each notice until ctx ends, then returns.
+	Subscribe(ctx context.Context, handle func(msg string))
+}
+
+// Limits of admin input: beyond them a value is a typo, and PostgreSQL's int columns end at 2^31.
+const (
+	maxQuantity   = 100_000_000
+	maxAmount     = 1_000_000_000_000_000 // 10^18, within int64
+	maxValidDays  = 3650
+	maxNameLength = 200
+)
+
+// window is a coupon's issuing window as this instance knows it; it is replaced whole, so the
+// issue path reads it without a lock.
+type window struct {
+	opensAt  time.Time
+	closesAt *time.Time
+	paused   bool
+}
+
+func windowOf(c Coupon) *window {
+	return &window{opensAt: c.OpensAt, closesAt: c.ClosesAt, paused: c.Paused}
+}
+
+// check says whether a coupon may be issued at now: the window is [opensAt, closesAt).
+func (w *window) check(now time.Time) error {
+	switch {
+	case now.Before(w.opensAt):
+		return ErrEventNotOpen
+	case w.paused, w.closesAt != nil && !now.Before(*w.closesAt):
+		return ErrEventClosed
+	}
+	return nil
+}
+
+// apply installs a fresh copy of the coupon read from PostgreSQL: its window and its stock. A
+// changed stock starts a new generation, so that a sold-out fact learned from a batch of the
+// old stock is not recorded; while PostgreSQL has stock left, the sold-out facts are dropped.
+// Dropping them is always safe: the next request then asks PostgreSQL.
+func (st *couponState) apply(c Coupon) {
+	st.window.Store(windowOf(c))
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if c.TotalQuantity != st.total {
+		st.total = c.TotalQuantity
+		st.gen++
+	}
+	if (st.soldOut || st.final) && c.IssuedQuantity < c.TotalQuantity {
+		st.soldOut, st.final = false, false
+		st.gen++
+	}
+}
+
+// cached returns the state of coupon code if this instance has one.
+func (s *Service) cached(code string) *couponState {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.coupons[code]
+}
+
+// Run does the service's background work until ctx ends: it listens for coupon changes made by
+// other instances, refreshes the cached coupons every MetaRefresh (the bound on staleness when
+// a notice is lost) and materialises the daily coupons of the schedules every ScheduleEvery.
+func (s *Service) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	if s.cfg.Bus != nil {
+		wg.Go(func() {
+			s.cfg.Bus.Subscribe(ctx, func(code string) {
+				if st := s.cached(code); st != nil {
+					s.reload(ctx, st)
+				}
+			})
+		})
+	}
+	wg.Go(func() { every(ctx, s.cfg.MetaRefresh, s.refreshCached) })
+	wg.Go(func() { every(ctx, s.cfg.ScheduleEvery, s.MaterialiseSchedules) })
+	wg.Wait()
+}
+
+// every calls fn at once and then every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func(context.Context)) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		fn(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// reload reads one cached coupon again after a notice that it changed.
+func (s *Service) reload(ctx context.Context, st *couponState) {
+	c, err := s.repo.CouponByCode(ctx, st.coupon.Code)
+	if err != nil {
+		s.log.Warn("reload changed coupon", "coupon", st.coupon.Code, "err", err)
+		return
+	}
+	st.apply(c)
+}
+
+// refreshCached reads every cached coupon again, in one query.
+func (s *Service) refreshCached(ctx context.Context) {
+	s.mu.RLock()
+	codes := make([]string, 0, len(s.coupons))
+	for code := range s.coupons {
+		codes = append(codes, code)
+	}
+	s.mu.RUnlock()
+	if len(codes) == 0 {
+		return
+	}
+	cs, err := s.repo.CouponsByCodes(ctx, codes)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("refresh cached coupons", "err", err)
+		}
+		return
+	}
+	for _, c := range cs {
+		if st := s.cached(c.Code); st != nil {
+			st.apply(c)
+		}
+	}
+}
+
+// changed makes a coupon change visible: at once in this instance, and through the bus in the
+// others (which also refresh by themselves within MetaRefresh should the notice be lost).
+func (s *Service) changed(ctx context.Context, c Coupon) {
+	if st := s.cached(c.Code); st != nil {
+		st.apply(c)
+	}
+	if s.cfg.Bus == nil {
+		return
+	}
+	if err := s.cfg.Bus.Publish(context.WithoutCancel(ctx), c.Code); err != nil {
+		s.log.Warn("publish coupon change", "coupon", c.Code, "err", err)
+	}
+}
+
+// CreateCoupon creates a coupon. A zero OpensAt opens it now.
+func (s *Service) CreateCoupon(ctx context.Context, c Coupon) (Coupon, error) {
+	if c.OpensAt.IsZero() {
+		c.OpensAt = s.now()
+	}
+	if err := validateCoupon(c); err != nil {
+		return Coupon{}, err
+	}
+	out, err := s.repo.CreateCoupon(ctx, Coupon{Code: c.Code, Name: c.Name, DiscountAmount: c.DiscountAmount,
+		TotalQuantity: c.TotalQuantity, OpensAt: c.OpensAt, ClosesAt: c.ClosesAt, ValidDays: c.ValidDays,
+		MinOrderAmount: c.MinOrderAmount})
+	if err != nil {
+		return Coupon{}, s.translate(err)
+	}
+	s.log.Info("coupon created", "coupon", out.Code, "total", out.TotalQuantity, "opens_at", out.OpensAt)
+	return out, nil
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
+}
+
+func validateCoupon(c Coupon) error {
+	switch {
+	case !ValidCode(c.Code):
+		return invalid("code must be 1 to 64 letters, digits, '-' or '_'")
+	case c.Name == "" || utf8.RuneCountInString(c.Name) > maxNameLength || !utf8.ValidString(c.Name):
+		return invalid("name must be 1 to %d characters", maxNameLength)
+	case c.DiscountAmount < 0 || c.DiscountAmount > maxAmount:
+		return invalid("discountAmount must be between 0 and %d", int64(maxAmount))
+	case c.TotalQuantity < 0 || c.TotalQuantity > maxQuantity:
+		return invalid("totalQuantity must be between 0 and %d", maxQuantity)
+	case c.ValidDays < 1 || c.ValidDays > maxValidDays:
+		return invalid("validDays must be between 1 and %d", maxValidDays)
+	case c.MinOrderAmount < 0 || c.MinOrderAmount > maxAmount:
+		return invalid("minOrderAmount must be between 0 and %d", int64(maxAmount))
+	}
+	return validateWindow(c.OpensAt, c.ClosesAt)
+}
+
+func validateWindow(opensAt time.Time, closesAt *time.Time) error {
+	if closesAt != nil && !closesAt.After(opensAt) {
+		return invalid("closesAt must be after opensAt")
+	}
+	return nil
+}
+
+// CouponPatch lists the changes to a coupon; nil fields stay as they are.
+type CouponPatch struct {
+	Paused        *bool
+	OpensAt       *time.Time
+	SetClosesAt   bool       // change the end of the window to ClosesAt
+	ClosesAt      *time.Time // nil (with SetClosesAt): no end
+	TotalQuantity *int
+}
+
+// UpdateCoupon pauses or resumes a coupon, moves its window or changes its stock, never below
+// what was issued (ErrStockBelowIssued). A stock change is made under the coupon's lock, so it
+// falls between two issue batches and never races with issuance. Every instance sees the change
+// within moments (the bus), and within MetaRefresh at the latest.
+func (s *Service) UpdateCoupon(ctx context.Context, code string, p CouponPatch) (Coupon, error) {
+	if !ValidCode(code) {
+		return Coupon{}, fmt.Errorf("coupon %q: %w", code, ErrCouponNotFound)
+	}
+	if p.TotalQuantity != nil && (*p.TotalQuantity < 0 || *p.TotalQuantity > maxQuantity) {
+		return Coupon{}, invalid("totalQuantity must be between 0 and %d", maxQuantity)
+	}
+	if p.TotalQuantity != nil {
+		lctx := lock.WithOwner(ctx, lock.NewOwner())
+		m := s.locks.Mutex(lockName(code))
+		if err := m.TryLock(lctx, s.cfg.LockWait, s.cfg.LockLease); err != nil {
+			return Coupon{}, fmt.Errorf("update coupon %s: %w", code, s.translate(err))
+		}
+		defer s.unlock(context.WithoutCancel(lctx), m)
+	}
+	c, err := s.repo.UpdateCoupon(ctx, code, func(c *Coupon) error {
+		if p.Paused != nil {
+			c.Paused = *p.Paused
+		}
+		if p.OpensAt != nil {
+			c.OpensAt = *p.OpensAt
+		}
+		if p.SetClosesAt {
+			c.ClosesAt = p.ClosesAt
+		}
+		if p.TotalQuantity != nil {
+			if *p.TotalQuantity < c.IssuedQuantity {
+				return fmt.Errorf("%w: %d issued, asked for %d", ErrStockBelowIssued, c.IssuedQuantity, *p.TotalQuantity)
+			}
+			c.TotalQuantity = *p.TotalQuantity
+		}
+		return validateWindow(c.OpensAt, c.ClosesAt)
+	})
+	if err != nil {
+		return Coupon{}, s.translate(err)
+	}
+	s.changed(ctx, c)
+	s.log.Info("coupon updated", "coupon", c.Code, "paused", c.Paused, "opens_at", c.OpensAt,
+		"closes_at", c.ClosesAt, "total", c.TotalQuantity, "issued", c.IssuedQuantity)
+	return c, nil
+}
