@@ -300,7 +300,7 @@ func TestFaultPostgresRestarted(t *testing.T) {
 	c.verify(t, st.dsn)
 	rec := recoveryTime(t, in.base, 15*time.Second)
 	report(t, fmt.Sprintf("PostgreSQL stopped (fast shutdown) and restarted mid-crowd, down %v", downFor.Round(10*time.Millisecond)),
-		"in-flight and new requests 503 UNAVAILABLE, none 201 without its row; the pool reconnected by itself ("+c.String()+")", rec)
+		"answers while it was down waited or got 503 UNAVAILABLE; none 201 without its row; the pool reconnected by itself ("+c.String()+")", rec)
 }
 
 // A holder stalled past its fixed lease: the next holder proceeds, and the stale holder's

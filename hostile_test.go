@@ -91,6 +91,9 @@ func TestHostileInputs(t *testing.T) {
 		} else {
 			what += " (net/http, before any handler)"
 		}
+		if len(what) > 120 {
+			what = what[:120] + "…"
+		}
 		t.Logf("HOSTILE|%s|%s", tc.name, what)
 	}
 	checkInvariants(t, st.dsn, "A0001", 0, nil)
