@@ -27,15 +27,7 @@ type Schedule struct {
 
 // CouponsByCodes returns the coupons with those codes (those that exist), in no order.
 func (r *Repository) CouponsByCodes(ctx context.Context, codes []string) ([]Coupon, error) {
-	rows, err := r.pool.Query(ctx, `SELECT `+couponColumns+` FROM coupon WHERE code = ANY ($1)`, codes)
-	if err != nil {
-		return nil, translate("coupons by codes", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Coupon, error) { return scanCoupon(row) })
-	if err != nil {
-		return nil, translate("coupons by codes", err)
-	}
-	return out, nil
+	return collect(ctx, r, "coupons by codes", `SELECT `+couponColumns+` FROM coupon WHERE code = ANY ($1)`, couponRow, codes)
 }
 
 // UpdateCoupon changes coupon code in one transaction: it locks the row, lets apply change the
@@ -100,15 +92,8 @@ func (r *Repository) CreateSchedule(ctx context.Context, s Schedule) (Schedule, 
 
 // ListSchedules returns every schedule, ordered by prefix.
 func (r *Repository) ListSchedules(ctx context.Context) ([]Schedule, error) {
-	rows, err := r.pool.Query(ctx, `SELECT `+scheduleColumns+` FROM coupon_schedule ORDER BY code_prefix`)
-	if err != nil {
-		return nil, translate("list schedules", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Schedule, error) { return scanSchedule(row) })
-	if err != nil {
-		return nil, translate("list schedules", err)
-	}
-	return out, nil
+	return collect(ctx, r, "list schedules", `SELECT `+scheduleColumns+` FROM coupon_schedule ORDER BY code_prefix`,
+		func(row pgx.CollectableRow) (Schedule, error) { return scanSchedule(row) })
 }
 
 // MaterialiseCoupon creates schedule's coupon c for local day (its date), unless one exists for

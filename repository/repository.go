@@ -99,15 +99,7 @@ func (r *Repository) CouponByCode(ctx context.Context, code string) (Coupon, err
 
 // ListCoupons returns every coupon, ordered by code.
 func (r *Repository) ListCoupons(ctx context.Context) ([]Coupon, error) {
-	rows, err := r.pool.Query(ctx, `SELECT `+couponColumns+` FROM coupon ORDER BY code`)
-	if err != nil {
-		return nil, translate("list coupons", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Coupon, error) { return scanCoupon(row) })
-	if err != nil {
-		return nil, translate("list coupons", err)
-	}
-	return out, nil
+	return collect(ctx, r, "list coupons", `SELECT `+couponColumns+` FROM coupon ORDER BY code`, couponRow)
 }
 
 // CreateCoupon inserts a coupon with nothing issued yet and returns it as stored. A zero OpensAt
@@ -134,60 +126,50 @@ func (r *Repository) CreateCoupon(ctx context.Context, c Coupon) (Coupon, error)
 	return out, nil
 }
 
-func (r *Repository) walletEntry(ctx context.Context, couponID, userID uuid.UUID) (WalletEntry, error) {
-	var e WalletEntry
-	err := r.pool.QueryRow(ctx, `SELECT w.id, w.coupon_id, c.code, w.user_id, c.discount_amount, w.issued_at
-		FROM coupon_wallet w JOIN coupon c ON c.id = w.coupon_id
-		WHERE w.coupon_id = $1 AND w.user_id = $2`, couponID, userID).
-		Scan(&e.ID, &e.CouponID, &e.CouponCode, &e.UserID, &e.DiscountAmount, &e.IssuedAt)
-	return e, err
-}
-
 // HasIssued reports whether userID holds coupon couponID.
 func (r *Repository) HasIssued(ctx context.Context, couponID, userID uuid.UUID) (bool, error) {
-	_, err := r.walletEntry(ctx, couponID, userID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
-	}
+	var held bool
+	err := r.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM coupon_wallet WHERE coupon_id = $1 AND user_id = $2)`,
+		couponID, userID).Scan(&held)
 	if err != nil {
 		return false, translate("has issued", err)
 	}
-	return true, nil
+	return held, nil
 }
 
 // HoldersOf lists the users holding coupon couponID.
 func (r *Repository) HoldersOf(ctx context.Context, couponID uuid.UUID) ([]uuid.UUID, error) {
-	rows, err := r.pool.Query(ctx, `SELECT user_id FROM coupon_wallet WHERE coupon_id = $1`, couponID)
-	if err != nil {
-		return nil, translate("holders", err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-	if err != nil {
-		return nil, translate("holders", err)
-	}
-	return out, nil
+	return collect(ctx, r, "holders", `SELECT user_id FROM coupon_wallet WHERE coupon_id = $1`, pgx.RowTo[uuid.UUID], couponID)
 }
 
 // UserWallet lists the user's wallet entries, oldest first.
 func (r *Repository) UserWallet(ctx context.Context, userID uuid.UUID) ([]WalletEntry, error) {
-	rows, err := r.pool.Query(ctx, `SELECT w.id, w.coupon_id, c.code, w.user_id, c.discount_amount, w.issued_at,
+	return collect(ctx, r, "user wallet", `SELECT w.id, w.coupon_id, c.code, w.user_id, c.discount_amount, w.issued_at,
 			w.expires_at, w.redeemed_at, w.order_id
 		FROM coupon_wallet w JOIN coupon c ON c.id = w.coupon_id
-		WHERE w.user_id = $1 ORDER BY w.issued_at, w.id`, userID)
+		WHERE w.user_id = $1 ORDER BY w.issued_at, w.id`,
+		func(row pgx.CollectableRow) (WalletEntry, error) {
+			var e WalletEntry
+			err := row.Scan(&e.ID, &e.CouponID, &e.CouponCode, &e.UserID, &e.DiscountAmount, &e.IssuedAt,
+				&e.ExpiresAt, &e.RedeemedAt, &e.OrderID)
+			return e, err
+		}, userID)
+}
+
+// collect runs a query and scans every row with scan; errors carry op.
+func collect[T any](ctx context.Context, r *Repository, op, sql string, scan pgx.RowToFunc[T], args ...any) ([]T, error) {
+	rows, err := r.pool.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, translate("user wallet", err)
+		return nil, translate(op, err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (WalletEntry, error) {
-		var e WalletEntry
-		err := row.Scan(&e.ID, &e.CouponID, &e.CouponCode, &e.UserID, &e.DiscountAmount, &e.IssuedAt,
-			&e.ExpiresAt, &e.RedeemedAt, &e.OrderID)
-		return e, err
-	})
+	out, err := pgx.CollectRows(rows, scan)
 	if err != nil {
-		return nil, translate("user wallet", err)
+		return nil, translate(op, err)
 	}
 	return out, nil
 }
+
+func couponRow(row pgx.CollectableRow) (Coupon, error) { return scanCoupon(row) }
 
 func isUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
