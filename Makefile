@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 SWAG := $(GO) run github.com/swaggo/swag/cmd/swag@v1.16.6
 SWAG_INIT := init -g main.go --outputTypes go,json,yaml --quiet
 
-.PHONY: run test build docs docs-check vet fmt-check deps image loadtest fuzz reliability
+.PHONY: run test build docs docs-check vet fmt-check deps image loadtest fuzz reliability bench
 
 IMAGE ?= couponsvc:$(VERSION)
 LOADTEST_ARGS ?=
@@ -66,3 +66,8 @@ image:
 ## more -J properties in LOADTEST_ARGS, e.g. make loadtest LOADTEST_ARGS='-Jhost=192.168.49.2 -Jport=80'
 loadtest:
 	$(GO) run ./jmeter/cmd/loadtest -- $(LOADTEST_ARGS)
+
+## bench: couponsvc vs the reference design (Redisson-style lock around read-check-insert-increment)
+## on issue 4's four workloads, next to pgbench/redis-benchmark; writes cmd/bench/RESULTS.md
+bench:
+	$(GO) run ./cmd/bench -out cmd/bench/RESULTS.md $(BENCH_ARGS)

@@ -1,0 +1,356 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// couponDef is a coupon a workload creates itself.
+type couponDef struct {
+	code  string
+	stock int
+}
+
+// issueReq is one request of a workload: user asks for coupon code.
+type issueReq struct {
+	code string
+	user uuid.UUID
+}
+
+// workload is a list of requests sent by a number of concurrent clients.
+type workload struct {
+	name    string
+	title   string
+	clients int
+	barrier bool           // one request per client, all released at once
+	reqs    []issueReq     // in dispatch order
+	extra   []couponDef    // coupons to create besides the seeded tiers
+	stock   map[string]int // stock of every coupon the workload asks for
+}
+
+// Demo tiers seeded by couponsvc migrate (contract).
+var demoStock = map[string]int{"A0001": 300, "B0001": 2000, "C0001": 10000}
+
+func buildWorkload(name string, quick bool) *workload {
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 42))
+	switch name {
+	case "W1": // sold-out crowd: distinct users on A0001 (stock 300)
+		users, clients := 10000, 200
+		if quick {
+			users, clients = 2000, 50
+		}
+		w := &workload{name: name, clients: clients, stock: map[string]int{"A0001": 300},
+			title: fmt.Sprintf("sold-out crowd: %s distinct users on A0001 (stock 300), %d clients", thousands(users), clients)}
+		for range users {
+			w.reqs = append(w.reqs, issueReq{"A0001", uuid.New()})
+		}
+		return w
+	case "W2": // released at once on a fresh coupon of stock 100
+		users, stock := 1000, 100
+		if quick {
+			users = 300
+		}
+		w := &workload{name: name, clients: users, barrier: true, extra: []couponDef{{"HUNDRED", stock}},
+			stock: map[string]int{"HUNDRED": stock},
+			title: fmt.Sprintf("%s users released at once on a fresh coupon of stock %d", thousands(users), stock)}
+		for range users {
+			w.reqs = append(w.reqs, issueReq{"HUNDRED", uuid.New()})
+		}
+		return w
+	case "W3": // mixed tiers, 20% retries by users who already asked
+		total, users, clients := 30000, 8000, 500
+		if quick {
+			total, users, clients = 3000, 800, 100
+		}
+		w := &workload{name: name, clients: clients, stock: demoStock,
+			title: fmt.Sprintf("mixed: %s requests over A0001/B0001/C0001, %s users, 20%% retries, %d clients",
+				thousands(total), thousands(users), clients)}
+		w.reqs = mixedRequests(rng, total, users, clients)
+		return w
+	case "W4": // hot coupon with more demand than its large stock
+		users, clients, code, stock := 12000, 400, "C0001", 10000
+		w := &workload{name: name, clients: clients}
+		if quick {
+			users, clients, code, stock = 1200, 100, "CQUICK", 1000
+			w.clients = clients
+			w.extra = []couponDef{{code, stock}}
+		}
+		w.stock = map[string]int{code: stock}
+		w.title = fmt.Sprintf("%s users on %s (stock %s), %d clients", thousands(users), code, thousands(stock), clients)
+		for range users {
+			w.reqs = append(w.reqs, issueReq{code, uuid.New()})
+		}
+		return w
+	}
+	panic("unknown workload " + name)
+}
+
+// mixedRequests: users x tiers shuffled, with 20% of the requests being retries of a pair that
+// was dispatched at least `clients` requests earlier (so it was already asked).
+func mixedRequests(rng *rand.Rand, total, nUsers, clients int) []issueReq {
+	tiers := []string{"A0001", "B0001", "C0001"}
+	retries := total / 5
+	firsts := total - retries
+	users := make([]uuid.UUID, nUsers)
+	for i := range users {
+		users[i] = uuid.New()
+	}
+	pairs := make([]issueReq, 0, nUsers*len(tiers))
+	for _, u := range users {
+		for _, t := range tiers {
+			pairs = append(pairs, issueReq{t, u})
+		}
+	}
+	rng.Shuffle(len(pairs), func(i, j int) { pairs[i], pairs[j] = pairs[j], pairs[i] })
+	if firsts > len(pairs) {
+		firsts = len(pairs)
+		retries = total - firsts
+	}
+	pairs = pairs[:firsts]
+	out := make([]issueReq, 0, total)
+	next := 0
+	for i := 0; i < total; i++ {
+		left := total - i
+		canRetry := len(out) > clients
+		if next >= len(pairs) || (canRetry && retries > 0 && rng.IntN(left) < retries) {
+			if !canRetry || retries == 0 { // cannot happen with the sizes used; keep the count exact
+				break
+			}
+			out = append(out, out[rng.IntN(len(out)-clients)])
+			retries--
+			continue
+		}
+		out = append(out, pairs[next])
+		next++
+	}
+	return out
+}
+
+// sample is the outcome of one request.
+type sample struct {
+	sent     bool
+	sendNs   int64  // when the request was written, since the load started (monotonic)
+	latNs    int64  // from just before the client's Do to the end of the answer
+	endNs    int64  // end of the answer, since the load started
+	status   int    // HTTP status; 0 = transport error
+	errCode  string // error code of a non-2xx answer
+	walletID string // id of a 201's wallet entry
+	transErr string
+}
+
+// loadResult is the outcome of driving a workload.
+type loadResult struct {
+	samples  []sample
+	duration time.Duration // first send to last answer
+	capped   bool          // the time limit stopped dispatching
+	notSent  int
+}
+
+// epoch is the origin of the write stamps (monotonic).
+var epoch = time.Now()
+
+// stampConn records when a request starts being written to the connection.
+type stampConn struct {
+	net.Conn
+	mark atomic.Pointer[atomic.Int64] // where the next write records its time; cleared by it
+}
+
+func (c *stampConn) Write(b []byte) (int, error) {
+	if p := c.mark.Swap(nil); p != nil {
+		p.Store(int64(time.Since(epoch)))
+	}
+	return c.Conn.Write(b)
+}
+
+type loadClient struct {
+	tr *http.Transport
+	c  *http.Client
+}
+
+func newLoadClient(clients int) *loadClient {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &stampConn{Conn: c}, nil
+		},
+		MaxIdleConns:        clients + 16,
+		MaxIdleConnsPerHost: clients + 16,
+		IdleConnTimeout:     5 * time.Minute,
+		DisableCompression:  true,
+	}
+	return &loadClient{tr: tr, c: &http.Client{Transport: tr, Timeout: 60 * time.Second}}
+}
+
+func (lc *loadClient) close() { lc.tr.CloseIdleConnections() }
+
+// prewarm opens n keep-alive connections (n concurrent GET /healthz), so that the timed load
+// measures the service rather than TCP handshakes.
+func (lc *loadClient) prewarm(ctx context.Context, base string, n int) error {
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	start := make(chan struct{})
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/healthz", nil)
+			resp, err := lc.c.Do(req)
+			if err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if f := failed.Load(); f > int64(n)/10 {
+		return fmt.Errorf("%d of %d failed, e.g. %v", f, n, firstErr.Load())
+	}
+	return nil
+}
+
+// drive sends the workload's requests with its number of concurrent clients and records every
+// answer. Dispatching stops at limit (the requests not yet sent are reported as not sent).
+func (lc *loadClient) drive(ctx context.Context, base string, wl *workload, limit time.Duration) loadResult {
+	n := len(wl.reqs)
+	samples := make([]sample, n)
+	urls := map[string]string{}
+	for _, r := range wl.reqs {
+		if _, ok := urls[r.code]; !ok {
+			urls[r.code] = base + "/api/v1/coupons/" + r.code + "/issue"
+		}
+	}
+	bodies := make([][]byte, n)
+	for i, r := range wl.reqs {
+		bodies[i] = []byte(`{"userId":"` + r.user.String() + `"}`)
+	}
+	var next atomic.Int64
+	var capped atomic.Bool
+	start := time.Now()
+	startOff := int64(start.Sub(epoch))
+	deadline := start.Add(limit)
+	one := func(i int) {
+		s := &samples[i]
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, urls[wl.reqs[i].code], bytes.NewReader(bodies[i]))
+		if err != nil {
+			s.sent, s.transErr = true, err.Error()
+			return
+		}
+		req.Header.Set("Content-Type", "application/json")
+		// The send time is taken just before the request's bytes go to the socket (on loopback
+		// the write hands them to the service's socket): the order the service can see,
+		// without the client's scheduling before the write.
+		var wrote atomic.Int64
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn: func(info httptrace.GotConnInfo) {
+				if sc, ok := info.Conn.(*stampConn); ok {
+					sc.mark.Store(&wrote)
+				}
+			},
+		}))
+		t0 := time.Now()
+		s.sent = true
+		defer func() {
+			if w := wrote.Load(); w > 0 {
+				s.sendNs = w - startOff
+			} else {
+				s.sendNs = int64(t0.Sub(start))
+			}
+			s.endNs = int64(time.Since(start))
+		}()
+		resp, err := lc.c.Do(req)
+		if err != nil {
+			s.latNs = int64(time.Since(t0))
+			s.transErr = err.Error()
+			return
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		s.latNs = int64(time.Since(t0))
+		if err != nil {
+			s.transErr = err.Error()
+			return
+		}
+		s.status = resp.StatusCode
+		if resp.StatusCode == http.StatusCreated {
+			var e struct {
+				ID string `json:"id"`
+			}
+			if json.Unmarshal(body, &e) == nil {
+				s.walletID = e.ID
+			}
+		} else {
+			var e struct {
+				Error struct {
+					Code string `json:"code"`
+				} `json:"error"`
+			}
+			if json.Unmarshal(body, &e) == nil {
+				s.errCode = e.Error.Code
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	if wl.barrier {
+		gate := make(chan struct{})
+		for i := range n {
+			wg.Add(1)
+			go func() { defer wg.Done(); <-gate; one(i) }()
+		}
+		time.Sleep(100 * time.Millisecond) // every goroutine parked at the gate
+		start = time.Now()
+		startOff = int64(start.Sub(epoch))
+		close(gate)
+	} else {
+		for range wl.clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := int(next.Add(1) - 1)
+					if i >= n || ctx.Err() != nil {
+						return
+					}
+					if time.Now().After(deadline) {
+						capped.Store(true)
+						return
+					}
+					one(i)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	res := loadResult{samples: samples, capped: capped.Load()}
+	var end int64
+	for i := range samples {
+		if !samples[i].sent {
+			res.notSent++
+			continue
+		}
+		end = max(end, samples[i].endNs)
+	}
+	res.duration = time.Duration(end)
+	return res
+}

@@ -1,0 +1,134 @@
+// Command bench measures couponsvc against a faithful Go port of the reference design (a
+// Redisson-style lock around "read count, check, insert, increment"), on the same machine, with
+// the same workloads, back to back, and prints a markdown table next to the machine's physical
+// references (pgbench one-row and spread-row transactions, redis-benchmark).
+//
+// It starts a throwaway durable PostgreSQL and three redis-servers, builds couponsvc and runs it
+// as a subprocess (so its RSS can be read from /proc), runs the reference design as a second
+// subprocess (this binary re-executed with the hidden argument "reference-server"), drives the
+// four workloads of issue 4 with a built-in load generator, and checks the invariants in
+// PostgreSQL after each one.
+//
+//	go run ./cmd/bench [-workloads W1,W2,W3,W4] [-designs couponsvc,reference] [-quick] [-out FILE]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const (
+	designCouponsvc = "couponsvc"
+	designReference = "reference"
+	// roleEnv selects the hidden reference-server role when this binary (or the test binary)
+	// is re-executed; the argument "reference-server" does the same for the bench binary.
+	roleEnv = "COUPONSVC_BENCH_ROLE"
+)
+
+// options is what one bench run does.
+type options struct {
+	Workloads    []string      // W1..W4
+	Designs      []string      // couponsvc, reference
+	Quick        bool          // scaled-down sizes
+	Durable      bool          // PostgreSQL durability settings at their defaults (the bench); tests turn them off
+	References   bool          // run pgbench and redis-benchmark first
+	CouponsvcBin string        // prebuilt couponsvc binary; empty = build it from the repo
+	RepoDir      string        // the couponsvc module's root; empty = find it
+	Cap          time.Duration // time limit of one workload's load phase
+	Settle       time.Duration // wait after the load before reading goroutines again
+	Out          string        // also write the markdown here
+	RefRedisPool int           // the reference design's go-redis pool size per node; 0 = go-redis default
+	Log          io.Writer     // progress lines
+}
+
+func main() {
+	if (len(os.Args) > 1 && os.Args[1] == "reference-server") || os.Getenv(roleEnv) == "reference-server" {
+		if err := serveReference(); err != nil {
+			fmt.Fprintln(os.Stderr, "reference-server:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	o, err := parseFlags(os.Args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	rep, err := run(ctx, o, os.Stdout)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	if !rep.invariantsOK() {
+		fmt.Fprintln(os.Stderr, "bench: an invariant check FAILED (see the table)")
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (options, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	workloads := fs.String("workloads", "W1,W2,W3,W4", "comma-separated workloads to run")
+	designs := fs.String("designs", "couponsvc,reference", "comma-separated designs to run")
+	quick := fs.Bool("quick", false, "scaled-down sizes for a fast smoke run")
+	out := fs.String("out", "", "also write the markdown report to this file")
+	bin := fs.String("couponsvc-bin", "", "use this couponsvc binary instead of building one")
+	capD := fs.Duration("cap", 90*time.Second, "time limit of one workload's load phase (requests not sent by then are skipped and reported)")
+	noRefs := fs.Bool("no-references", false, "skip the physical references (pgbench, redis-benchmark)")
+	refPool := fs.Int("reference-redis-pool", 0, "the reference design's go-redis pool size per Redis node (0 = go-redis default, 10 per CPU; Redisson's default is 64)")
+	settle := fs.Duration("settle", 3*time.Second, "wait after the load before reading the service's goroutines again")
+	if err := fs.Parse(args); err != nil {
+		return options{}, err
+	}
+	if fs.NArg() > 0 {
+		return options{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	o := options{
+		Workloads: splitList(*workloads), Designs: splitList(*designs), Quick: *quick, Durable: true,
+		References: !*noRefs, CouponsvcBin: *bin, Cap: *capD, Settle: *settle, Out: *out, Log: os.Stderr,
+		RefRedisPool: *refPool,
+	}
+	for _, w := range o.Workloads {
+		if !slices.Contains([]string{"W1", "W2", "W3", "W4"}, w) {
+			return options{}, fmt.Errorf("-workloads: unknown workload %q (want W1, W2, W3, W4)", w)
+		}
+	}
+	for _, d := range o.Designs {
+		if d != designCouponsvc && d != designReference {
+			return options{}, fmt.Errorf("-designs: unknown design %q (want couponsvc, reference)", d)
+		}
+	}
+	if len(o.Workloads) == 0 || len(o.Designs) == 0 {
+		return options{}, errors.New("nothing to run")
+	}
+	return o, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (o options) logf(format string, args ...any) {
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, "bench: "+format+"\n", args...)
+	}
+}

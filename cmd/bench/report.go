@@ -1,0 +1,478 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+)
+
+// result is one design on one workload.
+type result struct {
+	design           string
+	workload         *workload
+	load             loadResult
+	inv              invariants
+	fcfs             []fcfs
+	peakRSS          int64
+	goroutinesBefore int
+	goroutinesAfter  int
+	notes            []string
+	loadAvg          string // the machine's 1-minute load average just before the run
+
+	lats []int64 // sorted latencies of answered requests (lazily)
+}
+
+func (r *result) sent() int {
+	n := 0
+	for _, s := range r.load.samples {
+		if s.sent {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *result) count(f func(sample) bool) int {
+	n := 0
+	for _, s := range r.load.samples {
+		if s.sent && f(s) {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *result) status(code int) int {
+	return r.count(func(s sample) bool { return s.status == code })
+}
+
+func (r *result) reqPerSec() float64 {
+	if r.load.duration <= 0 {
+		return 0
+	}
+	return float64(r.sent()) / r.load.duration.Seconds()
+}
+
+func (r *result) issuedPerSec() float64 {
+	if r.load.duration <= 0 {
+		return 0
+	}
+	return float64(r.status(201)) / r.load.duration.Seconds()
+}
+
+// pct is the q-quantile of the latencies of every sent request (transport errors included).
+func (r *result) pct(q float64) time.Duration {
+	if r.lats == nil {
+		for _, s := range r.load.samples {
+			if s.sent {
+				r.lats = append(r.lats, s.latNs)
+			}
+		}
+		sort.Slice(r.lats, func(i, j int) bool { return r.lats[i] < r.lats[j] })
+	}
+	if len(r.lats) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(r.lats))+0.5) - 1
+	i = min(max(i, 0), len(r.lats)-1)
+	return time.Duration(r.lats[i])
+}
+
+// fiveXXWhileStock counts 5xx answers sent before the last 201 was sent (stock still remained).
+func (r *result) fiveXXWhileStock() int {
+	var last int64 = -1
+	for _, s := range r.load.samples {
+		if s.sent && s.status == 201 && s.sendNs > last {
+			last = s.sendNs
+		}
+	}
+	return r.count(func(s sample) bool { return s.status >= 500 && s.sendNs <= last })
+}
+
+func (r *result) invariantsText() string { return r.inv.String() }
+
+func (r *result) fcfsText() string {
+	if len(r.fcfs) == 0 {
+		return "n/a"
+	}
+	if len(r.fcfs) == 1 && len(r.workload.stock) == 1 {
+		return fmtPct(r.fcfs[0].precision)
+	}
+	parts := make([]string, len(r.fcfs))
+	for i, f := range r.fcfs {
+		parts[i] = f.code + " " + fmtPct(f.precision)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// minFCFS is the lowest FCFS precision over the coupons with competition (-1 when none).
+func (r *result) minFCFS() float64 {
+	m := -1.0
+	for _, f := range r.fcfs {
+		if m < 0 || f.precision < m {
+			m = f.precision
+		}
+	}
+	return m
+}
+
+type machine struct {
+	cpu, kernel, goVersion, postgres, redis, commit string
+	cpus                                            int
+	memMiB                                          int64
+}
+
+func describeMachine(o options) machine {
+	m := machine{cpus: runtime.NumCPU(), goVersion: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.cpu = strings.Join(strings.Fields(v), " ")
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int64
+		fmt.Sscanf(strings.SplitN(string(b), "\n", 2)[0], "MemTotal: %d kB", &kb)
+		m.memMiB = kb >> 10
+	}
+	m.redis = commandVersion("redis-server", "--version")
+	dir := o.RepoDir
+	if dir == "" {
+		dir, _ = repoRoot()
+	}
+	if dir != "" {
+		cmd := exec.Command("git", "describe", "--always", "--dirty")
+		cmd.Dir = dir
+		if out, err := cmd.Output(); err == nil {
+			m.commit = strings.TrimSpace(string(out))
+		}
+	}
+	return m
+}
+
+// loadAvg1 is the 1-minute load average ("?" when unknown).
+func loadAvg1() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}
+
+func commandVersion(bin string, arg string) string {
+	out, err := exec.Command(bin, arg).Output()
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// report is the whole run.
+type report struct {
+	opts    options
+	machine machine
+	refs    []physRef
+	results []*result
+	elapsed time.Duration
+}
+
+func (rep *report) invariantsOK() bool {
+	for _, r := range rep.results {
+		if !r.inv.ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (rep *report) find(design, wl string) *result {
+	for _, r := range rep.results {
+		if r.design == design && r.workload.name == wl {
+			return r
+		}
+	}
+	return nil
+}
+
+func (rep *report) markdown() string {
+	var b strings.Builder
+	m := rep.machine
+	mode := "full"
+	if rep.opts.Quick {
+		mode = "quick (scaled-down sizes)"
+	}
+	fmt.Fprintf(&b, "## couponsvc benchmark (%s), %s\n\n", mode, time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "Machine: %s, %d CPUs, %s MiB RAM, Linux %s; %s; %s; %s; couponsvc %s. ", m.cpu, m.cpus,
+		thousands(int(m.memMiB)), m.kernel, m.goVersion, m.postgres, firstWords(m.redis, 3), orDash(m.commit))
+	fmt.Fprintf(&b, "PostgreSQL durability settings at their defaults: %v. Everything (load generator included) on this one machine, loopback only.\n\n", rep.opts.Durable)
+
+	if len(rep.refs) > 0 {
+		b.WriteString("### Physical references (same machine, same run)\n\n| reference | measured |\n| --- | --- |\n")
+		for _, p := range rep.refs {
+			fmt.Fprintf(&b, "| %s | %s |\n", p.name, p.value)
+		}
+		b.WriteString("\n")
+	}
+
+	b.WriteString("### Workloads\n\n")
+	seen := map[string]bool{}
+	for _, r := range rep.results {
+		if !seen[r.workload.name] {
+			seen[r.workload.name] = true
+			fmt.Fprintf(&b, "- **%s** %s\n", r.workload.name, r.workload.title)
+		}
+	}
+	b.WriteString("\nDesigns: **couponsvc** (this repository's binary, a subprocess, LOG_LEVEL=warn, other settings at their defaults); " +
+		"**reference** (a Go port of the Spring + Redisson design: Gin, pgx pool defaults, redsync v4 mutex with default options over the same three Redis nodes; " +
+		"every request takes the coupon's lock, then SELECT coupon, check stock, check wallet, INSERT, UPDATE in one transaction; " +
+		refPoolText(rep.opts.RefRedisPool) + "). " +
+		"Each run: fresh database, empty Redis nodes, fresh server process, connections opened before the clock starts. " +
+		fmt.Sprintf("The load phase of one run is capped at %v (requests not sent by then would be reported).\n\n", rep.opts.Cap))
+
+	b.WriteString("### Results\n\n")
+	b.WriteString("| design | workload | requests | req/s | issued/s | p50 ms | p95 ms | p99 ms | max ms | 201 | 409 | 410 | 429 | 503 (LOCK_TIMEOUT) | other | transport errors | FCFS precision | peak RSS MiB | goroutines before → after | invariants |\n")
+	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |\n")
+	for _, r := range rep.results {
+		sent := r.sent()
+		other := r.count(func(s sample) bool {
+			switch s.status {
+			case 0, 201, 409, 410, 429, 503:
+				return false
+			}
+			return true
+		})
+		reqs := thousands(sent)
+		if r.load.notSent > 0 {
+			reqs = fmt.Sprintf("%s of %s (capped)", thousands(sent), thousands(len(r.load.samples)))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s | %.0f | %s → %s | %s |\n",
+			r.design, r.workload.name, reqs, thousands(int(r.reqPerSec()+0.5)), thousands(int(r.issuedPerSec()+0.5)),
+			fmtMs(r.pct(0.50)), fmtMs(r.pct(0.95)), fmtMs(r.pct(0.99)), fmtMs(r.pct(1)),
+			thousands(r.status(201)), thousands(r.status(409)), thousands(r.status(410)), thousands(r.status(429)),
+			thousands(r.status(503)), thousands(r.count(func(s sample) bool { return s.status == 503 && s.errCode == "LOCK_TIMEOUT" })),
+			thousands(other), thousands(r.count(func(s sample) bool { return s.status == 0 })),
+			r.fcfsText(), float64(r.peakRSS)/(1<<20), fmtCount(r.goroutinesBefore), fmtCount(r.goroutinesAfter), r.invariantsText())
+	}
+	b.WriteString("\nreq/s = answered requests / (first send → last answer); issued/s = 201s over the same time. " +
+		"FCFS precision: per coupon with more distinct askers than stock, the share of winners among the first `stock` distinct users by send time. " +
+		"Goroutines from /metrics go_goroutines: before the load (no client connected) and " +
+		fmt.Sprintf("%v after it (the load's connections closed). ", rep.opts.Settle) +
+		"Invariants checked in PostgreSQL afterwards: issued_quantity = wallet rows ≤ total for every coupon, one row per (coupon, user), every 201 has its row (same id, coupon, user), no row without a 201.\n")
+	var loads []string
+	for _, r := range rep.results {
+		loads = append(loads, r.design+" "+r.workload.name+" "+r.loadAvg)
+	}
+	if len(loads) > 0 {
+		fmt.Fprintf(&b, "\nThe machine's 1-minute load average just before each run (other work on the machine skews the figures): %s.\n", strings.Join(loads, ", "))
+	}
+	for _, r := range rep.results {
+		if r.load.capped || r.load.notSent > 0 {
+			fmt.Fprintf(&b, "\n- %s on %s was capped at %v of load: %s of %s requests were not sent.", r.design, r.workload.name,
+				rep.opts.Cap, thousands(r.load.notSent), thousands(len(r.load.samples)))
+		}
+		for _, n := range r.notes {
+			fmt.Fprintf(&b, "\n- %s on %s: %s", r.design, r.workload.name, n)
+		}
+		if !r.inv.ok {
+			fmt.Fprintf(&b, "\n- %s on %s: invariants %s", r.design, r.workload.name, r.inv)
+		}
+	}
+	b.WriteString("\n")
+
+	if t := rep.targets(); t != "" {
+		b.WriteString("\n### Targets of issue 4 (couponsvc vs reference, same run)\n\n")
+		b.WriteString(t)
+	}
+	fmt.Fprintf(&b, "\nWhole run: %s.\n", rep.elapsed.Round(time.Second))
+	return b.String()
+}
+
+// targets renders the second table: couponsvc/reference ratios and the absolute targets.
+func (rep *report) targets() string {
+	type row struct {
+		metric, cs, ref, ratio, target, verdict string
+	}
+	var rows []row
+	verdict := func(ok bool) string {
+		if ok {
+			return "PASS"
+		}
+		return "MISS"
+	}
+	ratioRow := func(wl, what string, get func(*result) float64) {
+		c, r := rep.find(designCouponsvc, wl), rep.find(designReference, wl)
+		if c == nil {
+			return
+		}
+		x := row{metric: wl + " " + what, cs: thousands(int(get(c) + 0.5)), ref: "—", ratio: "—", target: "≥ 10x reference", verdict: "n/a (no reference run)"}
+		if r != nil && get(r) > 0 {
+			q := get(c) / get(r)
+			x.ref, x.ratio, x.verdict = thousands(int(get(r)+0.5)), fmt.Sprintf("%.1fx", q), verdict(q >= 10)
+		}
+		rows = append(rows, x)
+	}
+	p99Row := func(wl string, limit time.Duration) {
+		c, r := rep.find(designCouponsvc, wl), rep.find(designReference, wl)
+		if c == nil {
+			return
+		}
+		x := row{metric: wl + " p99 latency (ms)", cs: fmtMs(c.pct(0.99)), ref: "—", ratio: "—",
+			target: fmt.Sprintf("< %d ms", limit.Milliseconds()), verdict: verdict(c.pct(0.99) < limit)}
+		if r != nil {
+			x.ref = fmtMs(r.pct(0.99))
+			if r.pct(0.99) > 0 {
+				x.ratio = fmt.Sprintf("%.3fx", float64(c.pct(0.99))/float64(r.pct(0.99)))
+			}
+		}
+		rows = append(rows, x)
+	}
+	countRow := func(wl, what string, get func(*result) int) {
+		c, r := rep.find(designCouponsvc, wl), rep.find(designReference, wl)
+		if c == nil {
+			return
+		}
+		x := row{metric: wl + " " + what, cs: thousands(get(c)), ref: "—", ratio: "—", target: "0", verdict: verdict(get(c) == 0)}
+		if r != nil {
+			x.ref = thousands(get(r))
+		}
+		rows = append(rows, x)
+	}
+	perSec := func(r *result) float64 { return r.reqPerSec() }
+	issued := func(r *result) float64 { return r.issuedPerSec() }
+
+	ratioRow("W4", "issued/s (hot coupon issuance)", issued)
+	p99Row("W4", 100*time.Millisecond)
+	countRow("W4", "5xx while stock remains", (*result).fiveXXWhileStock)
+	ratioRow("W2", "issued/s (hot coupon issuance)", issued)
+	p99Row("W2", 150*time.Millisecond)
+	ratioRow("W1", "req/s (sold-out crowd)", perSec)
+	p99Row("W1", 25*time.Millisecond)
+	ratioRow("W3", "req/s (mixed tiers with retries)", perSec)
+	p99Row("W3", 50*time.Millisecond)
+	countRow("W3", "503 LOCK_TIMEOUT", func(r *result) int {
+		return r.count(func(s sample) bool { return s.status == 503 && s.errCode == "LOCK_TIMEOUT" })
+	})
+	for _, wl := range []string{"W1", "W2", "W3", "W4"} {
+		c, r := rep.find(designCouponsvc, wl), rep.find(designReference, wl)
+		if c == nil || c.minFCFS() < 0 {
+			continue
+		}
+		x := row{metric: wl + " FCFS precision", cs: c.fcfsText(), ref: "—", ratio: "—", target: "≥ 99%", verdict: verdict(c.minFCFS() >= 0.99)}
+		if r != nil {
+			x.ref = r.fcfsText()
+		}
+		rows = append(rows, x)
+	}
+	if c := rep.find(designCouponsvc, "W3"); c != nil {
+		x := row{metric: "W3 peak RSS (MiB)", cs: fmt.Sprintf("%.0f", float64(c.peakRSS)/(1<<20)), ref: "—", ratio: "—",
+			target: "< 256 MiB", verdict: verdict(c.peakRSS < 256<<20)}
+		if r := rep.find(designReference, "W3"); r != nil {
+			x.ref = fmt.Sprintf("%.0f", float64(r.peakRSS)/(1<<20))
+			if r.peakRSS > 0 {
+				x.ratio = fmt.Sprintf("%.1fx", float64(c.peakRSS)/float64(r.peakRSS))
+			}
+		}
+		rows = append(rows, x)
+	}
+	for _, wl := range []string{"W1", "W2", "W3", "W4"} {
+		c := rep.find(designCouponsvc, wl)
+		if c == nil {
+			continue
+		}
+		ok := c.goroutinesBefore >= 0 && c.goroutinesAfter >= 0 && c.goroutinesAfter <= c.goroutinesBefore+goroutineSlack
+		x := row{metric: wl + " goroutines before → after", cs: fmt.Sprintf("%s → %s", fmtCount(c.goroutinesBefore), fmtCount(c.goroutinesAfter)),
+			ref: "—", ratio: "—", target: fmt.Sprintf("back to idle (± %d)", goroutineSlack), verdict: verdict(ok)}
+		if r := rep.find(designReference, wl); r != nil {
+			x.ref = fmt.Sprintf("%s → %s", fmtCount(r.goroutinesBefore), fmtCount(r.goroutinesAfter))
+		}
+		rows = append(rows, x)
+	}
+	if len(rows) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("| target | couponsvc | reference | couponsvc / reference | target | verdict |\n| --- | ---: | ---: | ---: | --- | --- |\n")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.metric, r.cs, r.ref, r.ratio, r.target, r.verdict)
+	}
+	return b.String()
+}
+
+func refPoolText(n int) string {
+	if n > 0 {
+		return fmt.Sprintf("go-redis pool of %d connections per node", n)
+	}
+	return fmt.Sprintf("go-redis default pool, %d connections per node", 10*runtime.GOMAXPROCS(0))
+}
+
+// goroutineSlack is how far above its idle count the service may be after a workload and still
+// count as back to idle (a timer or a pool's background goroutine).
+const goroutineSlack = 5
+
+func fmtMs(d time.Duration) string {
+	ms := float64(d) / float64(time.Millisecond)
+	switch {
+	case ms < 10:
+		return fmt.Sprintf("%.2f", ms)
+	case ms < 100:
+		return fmt.Sprintf("%.1f", ms)
+	default:
+		return thousands(int(ms + 0.5))
+	}
+}
+
+func fmtPct(f float64) string { return fmt.Sprintf("%.1f%%", 100*f) }
+
+func fmtCount(n int) string {
+	if n < 0 {
+		return "?"
+	}
+	return thousands(n)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
+}
+
+func firstWords(s string, n int) string {
+	f := strings.Fields(s)
+	if len(f) > n {
+		f = f[:n]
+	}
+	return strings.Join(f, " ")
+}
+
+// thousands formats n with comma separators.
+func thousands(n int) string {
+	neg := n < 0
+	if neg {
+		n = -n
+	}
+	s := fmt.Sprint(n)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}

@@ -1,0 +1,311 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"couponsvc/internal/testenv"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+)
+
+// env is the throwaway infrastructure shared by every design and workload.
+type env struct {
+	pg     *testenv.Postgres
+	redis  []*testenv.Redis
+	tmp    string
+	svcBin string // couponsvc binary
+	refBin string // binary that serves the reference design (this one)
+	refEnv []string
+}
+
+func (e *env) close() {
+	for _, r := range e.redis {
+		r.Close()
+	}
+	if e.pg != nil {
+		e.pg.Close()
+	}
+	if e.tmp != "" {
+		os.RemoveAll(e.tmp)
+	}
+}
+
+func (e *env) redisAddrs() string { return strings.Join(testenv.Addrs(e.redis), ",") }
+
+// run starts the infrastructure, runs the references and every design on every workload, and
+// writes the markdown report to stdout (and o.Out).
+func run(ctx context.Context, o options, stdout io.Writer) (*report, error) {
+	started := time.Now()
+	e := &env{}
+	defer e.close()
+	var err error
+	if e.tmp, err = os.MkdirTemp("", "couponsvc-bench-"); err != nil {
+		return nil, err
+	}
+	rep := &report{opts: o, machine: describeMachine(o)}
+
+	if containsStr(o.Designs, designCouponsvc) {
+		if e.svcBin, err = couponsvcBinary(ctx, o, e.tmp); err != nil {
+			return nil, err
+		}
+	}
+	if containsStr(o.Designs, designReference) {
+		if e.refBin, err = os.Executable(); err != nil {
+			return nil, err
+		}
+		e.refEnv = []string{roleEnv + "=reference-server"}
+		if o.RefRedisPool > 0 {
+			e.refEnv = append(e.refEnv, fmt.Sprintf("REFERENCE_REDIS_POOL_SIZE=%d", o.RefRedisPool))
+		}
+	}
+	// The reference design reuses couponsvc's schema: couponsvc migrate creates it.
+	if e.svcBin == "" {
+		if e.svcBin, err = couponsvcBinary(ctx, o, e.tmp); err != nil {
+			return nil, err
+		}
+	}
+
+	o.logf("starting PostgreSQL (durable=%v) and three redis-servers", o.Durable)
+	if e.pg, err = testenv.StartPostgres(o.Durable); err != nil {
+		return nil, err
+	}
+	for range 3 {
+		r, err := testenv.StartRedis()
+		if err != nil {
+			return nil, err
+		}
+		e.redis = append(e.redis, r)
+	}
+	rep.machine.postgres = commandVersion(filepath.Join(e.pg.BinDir(), "postgres"), "--version")
+
+	if o.References {
+		rep.refs = runReferences(ctx, o, e)
+	}
+	for _, w := range o.Workloads {
+		for _, d := range o.Designs {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			wl := buildWorkload(w, o.Quick)
+			o.logf("%s on %s: %d requests, %d clients", d, w, len(wl.reqs), wl.clients)
+			res, err := runOne(ctx, o, e, d, wl)
+			if err != nil {
+				return nil, fmt.Errorf("%s on %s: %w", d, w, err)
+			}
+			o.logf("%s on %s: %.0f req/s, %.0f issued/s, p99 %s ms, invariants %s", d, w, res.reqPerSec(), res.issuedPerSec(),
+				fmtMs(res.pct(0.99)), res.invariantsText())
+			rep.results = append(rep.results, res)
+		}
+	}
+	rep.elapsed = time.Since(started)
+	md := rep.markdown()
+	fmt.Fprint(stdout, md)
+	if o.Out != "" {
+		if err := os.MkdirAll(filepath.Dir(o.Out), 0o755); err != nil {
+			return rep, err
+		}
+		if err := os.WriteFile(o.Out, []byte(md), 0o644); err != nil {
+			return rep, err
+		}
+		o.logf("wrote %s", o.Out)
+	}
+	return rep, nil
+}
+
+func containsStr(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// runOne runs one design on one workload, on a fresh database and empty Redis nodes.
+func runOne(ctx context.Context, o options, e *env, design string, wl *workload) (*result, error) {
+	for _, r := range e.redis { // no lock, fence or cached fact from the previous run
+		c := redis.NewClient(&redis.Options{Addr: r.Addr})
+		err := c.FlushAll(ctx).Err()
+		c.Close()
+		if err != nil {
+			return nil, fmt.Errorf("flush redis %s: %w", r.Addr, err)
+		}
+	}
+	dsn, err := e.pg.NewDatabase()
+	if err != nil {
+		return nil, err
+	}
+	base := []string{"DATABASE_URL=" + dsn, "REDIS_ADDRS=" + e.redisAddrs(), "LOG_LEVEL=warn"}
+	mctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	mig := exec.CommandContext(mctx, e.svcBin, "migrate")
+	mig.Env = append(os.Environ(), base...)
+	out, err := mig.CombinedOutput()
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("couponsvc migrate: %v\n%s", err, out)
+	}
+	if err := createCoupons(ctx, dsn, wl.extra); err != nil {
+		return nil, err
+	}
+
+	var bin string
+	var extraEnv []string
+	switch design {
+	case designCouponsvc:
+		bin = e.svcBin
+	case designReference:
+		bin, extraEnv = e.refBin, e.refEnv
+	}
+	logPath := filepath.Join(e.tmp, fmt.Sprintf("%s-%s.log", design, wl.name))
+	srv, err := startServer(ctx, bin, []string{"serve"}, append(base, extraEnv...), logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.stop()
+
+	res := &result{design: design, workload: wl, loadAvg: loadAvg1()}
+	res.goroutinesBefore = srv.goroutines(ctx)
+	lc := newLoadClient(wl.clients)
+	defer lc.close()
+	if err := lc.prewarm(ctx, srv.base, wl.clients); err != nil {
+		return nil, fmt.Errorf("opening %d connections: %w", wl.clients, err)
+	}
+	limit := o.Cap
+	if limit <= 0 {
+		limit = time.Hour
+	}
+	res.load = lc.drive(ctx, srv.base, wl, limit)
+	lc.close() // the clients leave: the service should return to its idle goroutine count
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(o.Settle):
+	}
+	res.goroutinesAfter = srv.goroutines(ctx)
+	res.peakRSS = srv.peakRSS()
+	if err := srv.stop(); err != nil {
+		o.logf("%s on %s: stopping the server: %v", design, wl.name, err)
+	}
+	if crashed := srv.exitedEarly(); crashed != "" {
+		res.notes = append(res.notes, "server exited during the run: "+crashed)
+	}
+	res.inv = checkInvariants(ctx, dsn, res.load, wl.reqs)
+	res.fcfs = fcfsPrecision(wl, res.load)
+	if wl.barrier {
+		var first, last int64 = -1, 0
+		for _, s := range res.load.samples {
+			if s.sent && s.status != 0 {
+				if first < 0 || s.sendNs < first {
+					first = s.sendNs
+				}
+				last = max(last, s.sendNs)
+			}
+		}
+		res.notes = append(res.notes, fmt.Sprintf("the %s requests were written within %s ms of each other (first to last send); "+
+			"send order inside such a burst is partly the client's and the kernel's scheduling, which bounds what FCFS precision can show",
+			thousands(len(wl.reqs)), fmtMs(time.Duration(last-first))))
+	}
+	return res, nil
+}
+
+// createCoupons inserts the workload's own coupons (the demo tiers are seeded by migrate).
+func createCoupons(ctx context.Context, dsn string, coupons []couponDef) error {
+	if len(coupons) == 0 {
+		return nil
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	for _, c := range coupons {
+		if _, err := conn.Exec(ctx, `INSERT INTO coupon (id, code, name, discount_amount, total_quantity)
+			VALUES (gen_random_uuid(), $1, $2, 100, $3)`, c.code, "bench "+c.code, c.stock); err != nil {
+			return fmt.Errorf("create coupon %s: %w", c.code, err)
+		}
+	}
+	return nil
+}
+
+// couponsvcBinary builds couponsvc from the repository root (or uses -couponsvc-bin).
+func couponsvcBinary(ctx context.Context, o options, tmp string) (string, error) {
+	if o.CouponsvcBin != "" {
+		return o.CouponsvcBin, nil
+	}
+	dir := o.RepoDir
+	if dir == "" {
+		var err error
+		if dir, err = repoRoot(); err != nil {
+			return "", err
+		}
+	}
+	goBin, err := goTool()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(tmp, "couponsvc")
+	o.logf("building couponsvc in %s", dir)
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build couponsvc: %v\n%s", err, b)
+	}
+	return out, nil
+}
+
+func goTool() (string, error) {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p, nil
+	}
+	if root := os.Getenv("GOROOT"); root != "" {
+		p := filepath.Join(root, "bin", "go")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New("the go command is not on PATH (needed to build couponsvc; or pass -couponsvc-bin)")
+}
+
+// repoRoot finds the couponsvc module's directory: up from the working directory, else
+// `go list -m`.
+func repoRoot() (string, error) {
+	if wd, err := os.Getwd(); err == nil {
+		for d := wd; ; d = filepath.Dir(d) {
+			if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && isCouponsvcModule(string(b)) {
+				return d, nil
+			}
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	if goBin, err := goTool(); err == nil {
+		cmd := exec.Command(goBin, "list", "-m", "-f", "{{.Dir}}")
+		cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
+		if out, err := cmd.Output(); err == nil {
+			if d := strings.TrimSpace(string(out)); d != "" {
+				return d, nil
+			}
+		}
+	}
+	return "", errors.New("cannot find the couponsvc module root (run from inside the repository or pass -couponsvc-bin)")
+}
+
+func isCouponsvcModule(gomod string) bool {
+	for _, line := range strings.Split(gomod, "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "module" {
+			return f[1] == "couponsvc"
+		}
+	}
+	return false
+}
