@@ -176,6 +176,9 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	bgDone := make(chan struct{})
 	go func() { defer close(bgDone); svc.Run(bgCtx) }()
 	defer func() { stopBackground(); <-bgDone }()
+	if err := svc.Warm(ctx); err != nil {
+		log.Warn("loading coupons at start", "err", err) // they load on first use instead
+	}
 	gin.SetMode(gin.ReleaseMode)
 	h := handler.New(svc, m, log, handler.Config{MaxInFlight: cfg.MaxInFlight, AdminToken: cfg.AdminToken})
 

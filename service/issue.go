@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,7 @@ type couponState struct {
 type issueRequest struct {
 	ctx      context.Context
 	user     uuid.UUID
+	arrived  time.Time         // when the request reached the service: its place in the queue
 	deadline time.Time         // past it while still queued, the answer is LOCK_TIMEOUT
 	done     chan issueOutcome // buffered: the drainer never blocks on a request that left
 	// state decides, once, whether the request goes into a batch (taken) or leaves the queue
@@ -68,7 +70,7 @@ type issueOutcome struct {
 // case nothing was issued.
 func (s *Service) Issue(ctx context.Context, code string, userID uuid.UUID) (WalletEntry, error) {
 	start := time.Now()
-	e, err := s.issue(ctx, code, userID)
+	e, err := s.issue(ctx, code, userID, start)
 	result := resultOf(err)
 	label := code
 	if errors.Is(err, ErrCouponNotFound) {
@@ -109,7 +111,9 @@ func resultOf(err error) string {
 	return "error"
 }
 
-func (s *Service) issue(ctx context.Context, code string, userID uuid.UUID) (WalletEntry, error) {
+// issue serves one request that arrived at the given time: its place in the coupon's queue is
+// by arrival, whatever delayed it since (a coupon's first load, scheduling).
+func (s *Service) issue(ctx context.Context, code string, userID uuid.UUID, arrived time.Time) (WalletEntry, error) {
 	st, err := s.state(ctx, code)
 	if err != nil {
 		return WalletEntry{}, err
@@ -119,13 +123,13 @@ func (s *Service) issue(ctx context.Context, code string, userID uuid.UUID) (Wal
 	if err := st.window.Load().check(s.now()); err != nil {
 		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, err)
 	}
-	req := &issueRequest{ctx: ctx, user: userID, deadline: time.Now().Add(s.cfg.LockWait), done: make(chan issueOutcome, 1)}
+	req := &issueRequest{ctx: ctx, user: userID, arrived: arrived, deadline: arrived.Add(s.cfg.LockWait), done: make(chan issueOutcome, 1)}
 
 	st.mu.Lock()
 	_, held := st.holders[userID]
 	final := st.final
 	if !held && !final {
-		st.queue = append(st.queue, req)
+		st.queue = insertByArrival(st.queue, req)
 		if !st.draining {
 			st.draining = true
 			go s.drain(st)
@@ -389,6 +393,17 @@ func (s *Service) loadHolders(ctx context.Context, st *couponState, gen uint64) 
 		st.holders[u] = struct{}{}
 	}
 	st.final = st.soldOut && st.gen == gen
+}
+
+// insertByArrival adds r to a queue ordered by arrival. It almost always appends; a request
+// that was held up on its way in (waiting for its coupon's first load) moves ahead of those that
+// arrived after it.
+func insertByArrival(queue []*issueRequest, r *issueRequest) []*issueRequest {
+	i := len(queue)
+	for i > 0 && queue[i-1].arrived.After(r.arrived) {
+		i--
+	}
+	return slices.Insert(queue, i, r)
 }
 
 func lockName(code string) string { return "coupon:" + code }

@@ -167,11 +167,33 @@ func (s *Service) state(ctx context.Context, code string) (*couponState, error) 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if st = s.coupons[code]; st == nil {
-		st = &couponState{coupon: c, holders: map[uuid.UUID]struct{}{}, total: c.TotalQuantity}
-		st.window.Store(windowOf(c))
+		st = newCouponState(c)
 		s.coupons[code] = st
 	}
 	return st, nil
+}
+
+func newCouponState(c Coupon) *couponState {
+	st := &couponState{coupon: c, holders: map[uuid.UUID]struct{}{}, total: c.TotalQuantity}
+	st.window.Store(windowOf(c))
+	return st
+}
+
+// Warm loads every coupon into the cache, so that the first crowd of a coupon does not wait on
+// its load (the order of arrival is kept either way; see insertByArrival).
+func (s *Service) Warm(ctx context.Context) error {
+	cs, err := s.repo.ListCoupons(ctx)
+	if err != nil {
+		return s.translate(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range cs {
+		if s.coupons[c.Code] == nil {
+			s.coupons[c.Code] = newCouponState(c)
+		}
+	}
+	return nil
 }
 
 // translate maps repository and lock errors to the service's.
