@@ -6,16 +6,19 @@ package handler
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"couponsvc/internal/metrics"
 	"couponsvc/service"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -25,6 +28,7 @@ type Handler struct {
 	metrics  *metrics.Metrics
 	log      *slog.Logger
 	inflight chan struct{} // a slot per issue request in progress (MAX_INFLIGHT)
+	observed sync.Map      // observedKey -> observedSeries
 	engine   *gin.Engine
 	// adminToken is the SHA-256 of ADMIN_TOKEN; the admin routes exist only when it is set.
 	adminToken *[sha256.Size]byte
@@ -63,12 +67,40 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.engine.S
 func (h *Handler) observe(c *gin.Context) {
 	start := time.Now()
 	c.Next()
-	route := c.FullPath()
-	if route == "" {
-		route = "unmatched"
+	key := observedKey{route: c.FullPath(), method: c.Request.Method, status: c.Writer.Status()}
+	if key.route == "" {
+		key.route = "unmatched"
 	}
-	h.metrics.HTTPRequests.WithLabelValues(route, c.Request.Method, strconv.Itoa(c.Writer.Status())).Inc()
-	h.metrics.HTTPDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	if !knownMethods[key.method] {
+		key.method = "OTHER" // a client's made-up method must not grow the label set
+	}
+	o, ok := h.observed.Load(key)
+	if !ok {
+		o, _ = h.observed.LoadOrStore(key, observedSeries{
+			requests: h.metrics.HTTPRequests.WithLabelValues(key.route, key.method, strconv.Itoa(key.status)),
+			duration: h.metrics.HTTPDuration.WithLabelValues(key.route),
+		})
+	}
+	series := o.(observedSeries)
+	series.requests.Inc()
+	series.duration.Observe(time.Since(start).Seconds())
+}
+
+// observedKey and observedSeries cache the metric series of each route, method and status, so
+// that a request does not hash its labels on every answer.
+type observedKey struct {
+	route, method string
+	status        int
+}
+
+type observedSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+var knownMethods = map[string]bool{
+	http.MethodGet: true, http.MethodHead: true, http.MethodPost: true, http.MethodPut: true,
+	http.MethodPatch: true, http.MethodDelete: true, http.MethodOptions: true,
 }
 
 func (h *Handler) recoverPanic(c *gin.Context) {
@@ -300,6 +332,20 @@ func writeServiceError(c *gin.Context, err error) {
 	}
 }
 
+// writeError answers the contract's error body. It is written without reflection: a sold-out
+// crowd is mostly error answers.
 func writeError(c *gin.Context, status int, code, message string) {
-	c.AbortWithStatusJSON(status, ErrorResponse{Error: ErrorBody{Code: code, Message: message}})
+	b := make([]byte, 0, 40+len(code)+len(message))
+	b = append(b, `{"error":{"code":`...)
+	b = appendJSONString(b, code)
+	b = append(b, `,"message":`...)
+	b = appendJSONString(b, message)
+	b = append(b, "}}"...)
+	c.Data(status, "application/json; charset=utf-8", b)
+	c.Abort()
+}
+
+func appendJSONString(b []byte, s string) []byte {
+	q, _ := json.Marshal(s) // a string always marshals; invalid UTF-8 becomes U+FFFD
+	return append(b, q...)
 }

@@ -110,6 +110,9 @@ func decodeJSON(c *gin.Context, limit int64, v any) error {
 	if ct := c.ContentType(); ct != "" && ct != "application/json" {
 		return fmt.Errorf("%w: Content-Type %q: send application/json", service.ErrInvalid, ct)
 	}
+	if r, ok := v.(*IssueRequest); ok && decodeIssueFast(body, r) {
+		return nil
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -124,6 +127,25 @@ func decodeJSON(c *gin.Context, limit int64, v any) error {
 		return fmt.Errorf("%w: malformed JSON: key %q appears twice", service.ErrInvalid, key)
 	}
 	return nil
+}
+
+// decodeIssueFast decodes the one body shape nearly every issue request has,
+// {"userId":"<36 characters>"}, without encoding/json. Any other shape, or a value that would
+// need unescaping, falls back to the full decoder, so the result is the same either way.
+func decodeIssueFast(body []byte, r *IssueRequest) bool {
+	const prefix, suffix = `{"userId":"`, `"}`
+	body = bytes.TrimSpace(body)
+	if len(body) != len(prefix)+36+len(suffix) || !bytes.HasPrefix(body, []byte(prefix)) || !bytes.HasSuffix(body, []byte(suffix)) {
+		return false
+	}
+	id := body[len(prefix) : len(prefix)+36]
+	for _, ch := range id {
+		if !(ch == '-' || '0' <= ch && ch <= '9' || 'a' <= ch && ch <= 'f' || 'A' <= ch && ch <= 'F') {
+			return false
+		}
+	}
+	r.UserID = string(id)
+	return true
 }
 
 // duplicateKey reports a key that appears twice in the top-level object of body, which is known

@@ -2,6 +2,7 @@ package handler
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -59,6 +60,15 @@ func FuzzDecodeIssueRequest(f *testing.F) {
 			t.Fatal("accepted the nil UUID")
 		case err == nil && len(body) > maxBodyBytes:
 			t.Fatalf("accepted a body of %d bytes", len(body))
+		}
+		// The fast path agrees with encoding/json whenever it takes a body.
+		var fast, full IssueRequest
+		if decodeIssueFast(body, &fast) {
+			dec := json.NewDecoder(bytes.NewReader(body))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&full); err != nil || full != fast {
+				t.Fatalf("fast path took %q as %+v; encoding/json: %+v, %v", body, fast, full, err)
+			}
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"couponsvc/repository"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The issue path, with group commit.
@@ -76,15 +78,28 @@ func (s *Service) Issue(ctx context.Context, code string, userID uuid.UUID) (Wal
 	if errors.Is(err, ErrCouponNotFound) {
 		label = "_unknown" // random codes must not grow the metric's label set
 	}
-	s.metrics.IssueOutcomes.WithLabelValues(label, result).Inc()
+	s.outcome(label, result).Inc()
 	switch result {
 	case "error":
 		s.log.ErrorContext(ctx, "issue failed", "coupon", code, "user", userID, "err", err)
 	default:
-		s.log.DebugContext(ctx, "issue", "coupon", code, "user", userID, "result", result,
-			"duration_ms", float64(time.Since(start).Microseconds())/1000)
+		if s.log.Enabled(ctx, slog.LevelDebug) { // spare a crowd the arguments' allocations
+			s.log.DebugContext(ctx, "issue", "coupon", code, "user", userID, "result", result,
+				"duration_ms", float64(time.Since(start).Microseconds())/1000)
+		}
 	}
 	return e, err
+}
+
+// outcome is the issue counter series of a coupon and result, cached: the label set is bounded
+// (existing codes, and "_unknown"), and hashing labels on every answer shows in a crowd.
+func (s *Service) outcome(coupon, result string) prometheus.Counter {
+	key := [2]string{coupon, result}
+	if c, ok := s.outcomes.Load(key); ok {
+		return c.(prometheus.Counter)
+	}
+	c, _ := s.outcomes.LoadOrStore(key, s.metrics.IssueOutcomes.WithLabelValues(coupon, result))
+	return c.(prometheus.Counter)
 }
 
 func resultOf(err error) string {
@@ -123,12 +138,12 @@ func (s *Service) issue(ctx context.Context, code string, userID uuid.UUID, arri
 	if err := st.window.Load().check(s.now()); err != nil {
 		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, err)
 	}
-	req := &issueRequest{ctx: ctx, user: userID, arrived: arrived, deadline: arrived.Add(s.cfg.LockWait), done: make(chan issueOutcome, 1)}
-
+	var req *issueRequest
 	st.mu.Lock()
 	_, held := st.holders[userID]
 	final := st.final
 	if !held && !final {
+		req = &issueRequest{ctx: ctx, user: userID, arrived: arrived, deadline: arrived.Add(s.cfg.LockWait), done: make(chan issueOutcome, 1)}
 		st.queue = insertByArrival(st.queue, req)
 		if !st.draining {
 			st.draining = true

@@ -101,8 +101,9 @@ type Service struct {
 	metrics *metrics.Metrics
 	log     *slog.Logger
 
-	mu      sync.RWMutex
-	coupons map[string]*couponState // by code; only coupons that exist
+	mu       sync.RWMutex
+	coupons  map[string]*couponState // by code; only coupons that exist
+	outcomes sync.Map                // [coupon, result] -> prometheus.Counter
 }
 
 // New returns a Service.
