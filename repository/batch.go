@@ -32,6 +32,8 @@ type Result struct {
 //   - c locks the coupon row, but only for a token not older than the last one accepted;
 //   - held are the users who already hold the coupon; fresh keeps the first request of each
 //     other user; winners are the first `remaining` fresh requests in arrival order;
+//   - expires_at is computed here, as the schema's trigger would (the trigger then has nothing
+//     to look up, row by row);
 //   - the insert skips a (coupon, user) that another transaction committed meanwhile (possible
 //     only when a lock was lost), and the counter moves by the rows actually inserted, so
 //     issued_quantity = count(rows) holds whatever happens, and the CHECK keeps it <= total.
@@ -42,7 +44,7 @@ const issueBatchSQL = `
 WITH req AS (
     SELECT wid, uid, ord FROM unnest($2::uuid[], $3::uuid[]) WITH ORDINALITY AS r(wid, uid, ord)
 ), c AS (
-    SELECT id, total_quantity - issued_quantity AS remaining
+    SELECT id, total_quantity - issued_quantity AS remaining, valid_days
       FROM coupon WHERE id = $1 AND fence_token <= $4
        FOR UPDATE
 ), held AS (
@@ -55,8 +57,8 @@ WITH req AS (
     SELECT wid, uid FROM fresh ORDER BY ord
      LIMIT coalesce((SELECT greatest(remaining, 0) FROM c), 0)
 ), ins AS (
-    INSERT INTO coupon_wallet (id, coupon_id, user_id, issued_at)
-    SELECT wid, $1, uid, now() FROM winners
+    INSERT INTO coupon_wallet (id, coupon_id, user_id, issued_at, expires_at)
+    SELECT wid, $1, uid, now(), now() + (SELECT valid_days FROM c) * interval '24 hours' FROM winners
     ON CONFLICT (coupon_id, user_id) DO NOTHING
     RETURNING id, issued_at
 ), upd AS (
