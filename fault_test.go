@@ -498,21 +498,8 @@ func startProcess(t *testing.T, env map[string]string) *process {
 	}
 	go func() { p.done <- p.cmd.Wait() }()
 	t.Cleanup(func() { p.cmd.Process.Kill() })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if a, err := send("GET", p.base+"/readyz", ""); err == nil && a.status == 200 {
-			return p
-		}
-		select {
-		case err := <-p.done:
-			t.Fatalf("process exited at start: %v\n%s", err, p.logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("process not ready after 30s\n%s", p.logs.String())
-		}
-		time.Sleep(30 * time.Millisecond)
-	}
+	waitUp(t, p.base, p.done, p.logs)
+	return p
 }
 
 func TestFaultInstanceKilledHoldingLock(t *testing.T) {

@@ -73,27 +73,30 @@ func startInstance(t *testing.T, env map[string]string) *instance {
 	go func() {
 		in.done <- run(ctx, []string{"serve"}, func(k string) string { return env[k] }, io.Discard, in.logs)
 	}()
+	waitUp(t, in.base, in.done, in.logs)
+	t.Cleanup(func() { in.stop(t) })
+	return in
+}
+
+// waitUp waits until the service at base answers /readyz with 200 (migrated, PostgreSQL and a
+// Redis quorum reachable), failing the test if it exits first (done) or takes over 30 s.
+func waitUp(t *testing.T, base string, done <-chan error, logs *syncBuffer) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get(in.base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+		if a, err := send("GET", base+"/readyz", ""); err == nil && a.status == http.StatusOK {
+			return
 		}
 		select {
-		case err := <-in.done:
-			t.Fatalf("instance exited at start: %v\n%s", err, in.logs.String())
+		case err := <-done:
+			t.Fatalf("service exited at start: %v\n%s", err, logs.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("instance not up after 30s\n%s", in.logs.String())
+			t.Fatalf("service not ready after 30s\n%s", logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Cleanup(func() { in.stop(t) })
-	return in
 }
 
 // stop is SIGTERM: it waits for run to return and checks it returned cleanly.
