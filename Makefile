@@ -36,7 +36,7 @@ build:
 	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o couponsvc .
 
 deps:
-	scripts/deps.sh
+	scripts/deps.sh test
 
 ## docs: regenerate the OpenAPI document in docs/ from the swag annotations
 docs:

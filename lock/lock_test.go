@@ -18,7 +18,13 @@ import (
 	"couponsvc/internal/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+func TestMain(m *testing.M) {
+	if addrs := os.Getenv("LOCK_HELPER_ADDRS"); addrs != "" {
+		holdAsHelper(addrs) // this process is the lock holder of a kill or pause test
+		return
+	}
+	testenv.Main(m)
+}
 
 // Short leases keep the suite fast: the watchdog lease is 300ms, renewed every 100ms.
 const (
@@ -189,26 +195,30 @@ func TestStoppedHolderFreesWithinLease(t *testing.T) {
 
 // The helper process for TestKilledHolderFreesWithinLease: it takes the lock and holds it until
 // killed.
-func TestHelperHolder(t *testing.T) {
-	addrs := os.Getenv("LOCK_HELPER_ADDRS")
-	if addrs == "" {
-		t.Skip("helper process for TestKilledHolderFreesWithinLease")
-	}
+// holdAsHelper takes the lock "held" in watchdog mode and reports on stdout: HOLDING once it
+// holds it, then LOST when its watchdog finds the lock gone, then the result of its Unlock.
+func holdAsHelper(addrs string) {
 	c := New(NewNodes(strings.Split(addrs, ","), ""), fastOpts()...)
 	ctx := owned()
-	if err := c.Mutex("killed").Lock(ctx); err != nil {
+	m := c.Mutex("held")
+	if err := m.Lock(ctx); err != nil {
 		fmt.Println("ERROR", err)
 		os.Exit(1)
 	}
 	fmt.Println("HOLDING")
-	time.Sleep(time.Minute)
+	select {
+	case <-m.Lost(ctx):
+		fmt.Println("LOST")
+		fmt.Println("UNLOCK", errors.Is(m.Unlock(ctx), ErrLockLost))
+	case <-time.After(time.Minute):
+	}
+	os.Exit(0)
 }
 
-// A process holding the lock is SIGKILLed: while it lived its watchdog kept the lock, and once
-// dead the lease frees the lock within one lease.
-func TestKilledHolderFreesWithinLease(t *testing.T) {
-	nodes := testenv.NewRedisNodes(t, 3)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperHolder$")
+// startHolder runs the test binary as a separate process holding the lock "held".
+func startHolder(t *testing.T, nodes []*testenv.Redis) (*exec.Cmd, <-chan string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "LOCK_HELPER_ADDRS="+strings.Join(testenv.Addrs(nodes), ","))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
@@ -219,16 +229,32 @@ func TestKilledHolderFreesWithinLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	lines := bufio.NewScanner(out)
-	if !lines.Scan() || lines.Text() != "HOLDING" {
-		t.Fatalf("helper: %q %v", lines.Text(), lines.Err())
-	}
-	go func() { // drain
-		for lines.Scan() {
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
 		}
+		close(lines)
 	}()
+	select {
+	case l := <-lines:
+		if l != "HOLDING" {
+			t.Fatalf("holder process: %q", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("holder process did not take the lock")
+	}
+	return cmd, lines
+}
 
-	b := newClient(t, nodes, fastOpts()...).Mutex("killed")
+// A process holding the lock is SIGKILLed: while it lived its watchdog kept the lock, and once
+// dead the lease frees the lock within one lease.
+func TestKilledHolderFreesWithinLease(t *testing.T) {
+	nodes := testenv.NewRedisNodes(t, 3)
+	cmd, _ := startHolder(t, nodes)
+
+	b := newClient(t, nodes, fastOpts()...).Mutex("held")
 	bctx := owned()
 	for range 3 { // three leases while the helper lives: its watchdog renews
 		if err := b.TryLock(bctx, testLease, 0); !errors.Is(err, ErrTimeout) {
@@ -242,6 +268,44 @@ func TestKilledHolderFreesWithinLease(t *testing.T) {
 	mustLock(t, bctx, b, 3*time.Second, 0)
 	if took := time.Since(start); took > testLease+700*time.Millisecond {
 		t.Fatalf("lock freed %v after the kill, want within one lease (%v)", took, testLease)
+	}
+	mustUnlock(t, bctx, b)
+}
+
+// A holder process frozen (SIGSTOP) stops renewing: the lock frees within one lease and
+// another holder proceeds. When the frozen one resumes, its watchdog finds the lock lost at
+// once (Lost closes) and its Unlock returns ErrLockLost: it never carries on unknowing.
+func TestPausedHolderFreesWithinLeaseAndLearnsItLost(t *testing.T) {
+	nodes := testenv.NewRedisNodes(t, 3)
+	cmd, lines := startHolder(t, nodes)
+	b := newClient(t, nodes, fastOpts()...).Mutex("held")
+	bctx := owned()
+	if err := b.TryLock(bctx, testLease, 0); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("while the holder runs: %v, want ErrTimeout", err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	mustLock(t, bctx, b, 3*time.Second, 0)
+	if took := time.Since(start); took > testLease+700*time.Millisecond {
+		t.Fatalf("lock freed %v after the pause, want within one lease (%v)", took, testLease)
+	}
+	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"LOST", "UNLOCK true"} {
+		select {
+		case l := <-lines:
+			if l != want {
+				t.Fatalf("resumed holder said %q, want %q", l, want)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("resumed holder did not say %q", want)
+		}
+	}
+	if !b.IsHeldByCurrent(bctx) {
+		t.Fatal("the new holder lost the lock to the resumed one")
 	}
 	mustUnlock(t, bctx, b)
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Makes sure the PostgreSQL server binaries and redis-server are installed: installs the Debian
-# packages when they are missing and we are root, otherwise prints the exact command and fails.
-# Extra Debian packages to require may be given as arguments (e.g. jmeter).
+# Makes sure the PostgreSQL server binaries and redis-server are installed (and, with the
+# argument "test", what the tests also need: JMeter with its HTTP sampler and a JDK for the
+# JMeter 2.13 launcher): installs the Debian packages when they are missing and we are root,
+# otherwise prints the exact command and fails.
 set -euo pipefail
 
 missing=()
@@ -17,9 +18,12 @@ pg_bin >/dev/null || missing+=(postgresql)
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
-for pkg in "$@"; do
-  command -v "$pkg" >/dev/null || missing+=("$pkg")
-done
+if [ "${1:-}" = test ]; then
+  # jmeter-http is only a Recommends of jmeter: without it there is no HTTP sampler.
+  command -v jmeter >/dev/null || missing+=(jmeter)
+  ls /usr/share/jmeter/lib/ext/ApacheJMeter_http*.jar >/dev/null 2>&1 || [ -n "$(ls /opt/*jmeter*/lib/ext/ApacheJMeter_http*.jar 2>/dev/null)" ] || missing+=(jmeter-http)
+  command -v javac >/dev/null || missing+=(default-jdk-headless)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 # De-duplicate while keeping order.
