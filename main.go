@@ -37,7 +37,6 @@ import (
 	"couponsvc/service"
 
 	"github.com/gin-gonic/gin"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 )
@@ -85,7 +84,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
-	pool, err := openDatabase(ctx, cfg.DatabaseURL)
+	pool, err := repository.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}
@@ -99,33 +98,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	}
 	return serve(ctx, cfg, repo, log)
-}
-
-// openDatabase makes the pgx pool. Its size defaults to 32 connections (pgx's own default,
-// 4 on this kind of machine, starves the read endpoints during a crowd); a pool_max_conns in
-// the DSN wins.
-func openDatabase(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
-	pcfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		return nil, fmt.Errorf("DATABASE_URL: %w", err)
-	}
-	if !strings.Contains(dsn, "pool_max_conns") {
-		pcfg.MaxConns = 32
-	}
-	pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
-	// A transaction whose instance died (SIGKILL, node loss) while it waited on a row lock must
-	// not commit later for nobody: PostgreSQL 14+ checks every second that the client is still
-	// there and aborts the query otherwise. Older servers skip the setting.
-	pcfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
-		_, err := conn.Exec(ctx, `SELECT set_config('client_connection_check_interval', '1000', false)
-			WHERE current_setting('server_version_num')::int >= 140000`)
-		return err
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return nil, fmt.Errorf("open database: %w", err)
-	}
-	return pool, nil
 }
 
 // migrate applies the schema (and seeds), waiting for PostgreSQL to come up.

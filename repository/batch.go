@@ -48,7 +48,10 @@ WITH req AS (
       FROM coupon WHERE id = $1 AND fence_token <= $4
        FOR UPDATE
 ), held AS (
-    SELECT user_id FROM coupon_wallet WHERE coupon_id = $1 AND user_id = ANY ($3::uuid[])
+    -- One unique-index probe per asking user: "user_id = ANY ($3)" let the planner scan all of
+    -- the coupon's rows instead, a cost that grew with every coupon issued.
+    SELECT w.user_id FROM unnest($3::uuid[]) AS a(uid)
+      JOIN coupon_wallet w ON w.coupon_id = $1 AND w.user_id = a.uid
 ), fresh AS (
     SELECT DISTINCT ON (uid) wid, uid, ord FROM req
      WHERE uid NOT IN (SELECT user_id FROM held)
@@ -172,8 +175,8 @@ func (r *Repository) resolveAfterFailure(couponID uuid.UUID, users, wids []uuid.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	for {
-		rows, err := r.pool.Query(ctx, `SELECT id, user_id, issued_at FROM coupon_wallet
-			WHERE coupon_id = $1 AND user_id = ANY ($2::uuid[])`, couponID, users)
+		rows, err := r.pool.Query(ctx, `SELECT w.id, w.user_id, w.issued_at FROM unnest($2::uuid[]) AS a(uid)
+			JOIN coupon_wallet w ON w.coupon_id = $1 AND w.user_id = a.uid`, couponID, users)
 		if err == nil {
 			type row struct {
 				id uuid.UUID

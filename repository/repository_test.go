@@ -10,14 +10,13 @@ import (
 	"couponsvc/internal/testenv"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-func newRepo(t *testing.T, dsn string) *Repository {
+func newRepo(t testing.TB, dsn string) *Repository {
 	t.Helper()
-	pool, err := pgxpool.New(context.Background(), dsn)
+	pool, err := Open(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -225,8 +225,33 @@ func (s *Service) drain(st *couponState) {
 			continue
 		}
 		unavailableSince = time.Time{}
-		s.runBatch(ctx, st, m)
+		s.holdAndIssue(ctx, st, m)
 	}
+}
+
+// holdAndIssue runs batches under one grant while requests keep coming, for at most keepGrant,
+// then releases the lock. Acquiring a grant and its fencing token costs three sequential
+// quorum round trips, which under a crowd took as long as the batch's transaction; holding on
+// for back-to-back batches spends them once, and keepGrant bounds how long other instances
+// wait for their turn.
+func (s *Service) holdAndIssue(ctx context.Context, st *couponState, m Mutex) {
+	held := time.Now()
+	lost := m.Lost(ctx)
+	for s.runBatch(ctx, st, m) && time.Since(held) < keepGrant {
+		select {
+		case <-lost:
+		default:
+			st.mu.Lock()
+			more := len(st.queue) > 0
+			st.mu.Unlock()
+			if more {
+				continue
+			}
+		}
+		break
+	}
+	s.unlock(ctx, m)
+	s.metrics.LockHold.Observe(time.Since(held).Seconds())
 }
 
 // expire drops the requests that left the queue (abandoned, or their client went away) or are
@@ -263,13 +288,13 @@ func (s *Service) failAll(st *couponState, err error) {
 	st.queue = st.queue[:0]
 }
 
-// runBatch issues the front of the queue in one transaction under the lock, which it
-// releases before answering.
-func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) {
-	held := time.Now()
+// runBatch issues the front of the queue in one transaction under the lock and answers each
+// request; it reports whether the grant can serve another batch (false when there was nothing
+// to do, the token was stale, or the transaction failed).
+func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (grantStillGood bool) {
 	st.mu.Lock()
 	gen := st.gen // the stock this batch runs against, as far as this instance knows
-	st.queue = s.expire(st.queue, held)
+	st.queue = s.expire(st.queue, time.Now())
 	var batch []*issueRequest
 	n := 0
 	for ; n < len(st.queue) && len(batch) < s.cfg.MaxBatch; n++ {
@@ -282,14 +307,10 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) {
 
 	var results []repository.Result
 	var err error
-	if len(batch) > 0 {
-		results, err = s.issueBatch(ctx, st, m, batch)
-	}
-	s.unlock(ctx, m)
-	s.metrics.LockHold.Observe(time.Since(held).Seconds())
 	if len(batch) == 0 {
-		return
+		return false
 	}
+	results, err = s.issueBatch(ctx, st, m, batch)
 	s.metrics.BatchSize.Observe(float64(len(batch)))
 
 	if errors.Is(err, repository.ErrStaleFence) {
@@ -302,7 +323,7 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) {
 			}
 		}
 		s.requeue(st, batch)
-		return
+		return false
 	}
 	if err != nil {
 		err = s.translate(err)
@@ -312,7 +333,7 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) {
 		for _, r := range batch {
 			r.done <- issueOutcome{err: err}
 		}
-		return
+		return false
 	}
 
 	var retry []*issueRequest
@@ -347,6 +368,7 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) {
 	if learnFinal {
 		s.loadHolders(ctx, st, gen)
 	}
+	return len(retry) == 0
 }
 
 // issueBatch runs the batch's transaction with the grant's fencing token; it stops the moment
@@ -422,6 +444,9 @@ func insertByArrival(queue []*issueRequest, r *issueRequest) []*issueRequest {
 }
 
 func lockName(code string) string { return "coupon:" + code }
+
+// keepGrant is the longest one grant of a coupon's lock is kept for back-to-back batches.
+const keepGrant = 100 * time.Millisecond
 
 // unavailableGrace is how long the drainer keeps trying to reach a Redis quorum before it
 // answers the queue 503 UNAVAILABLE: long enough to ride out one slow answer, far shorter than
