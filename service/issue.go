@@ -293,6 +293,13 @@ func (s *Service) failAll(st *couponState, err error) {
 // to do, the token was stale, or the transaction failed).
 func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (grantStillGood bool) {
 	st.mu.Lock()
+	if st.final {
+		// Sold out with the complete holder set known (see loadHolders): those who queued
+		// while it was found need no transaction either.
+		s.answerFromFacts(st)
+		st.mu.Unlock()
+		return false
+	}
 	gen := st.gen // the stock this batch runs against, as far as this instance knows
 	st.queue = s.expire(st.queue, time.Now())
 	var batch []*issueRequest
@@ -369,6 +376,23 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (grant
 		s.loadHolders(ctx, st, gen)
 	}
 	return len(retry) == 0
+}
+
+// answerFromFacts answers every queued request of a coupon whose sold-out holder set is final:
+// 409 for a holder, 410 for anyone else. st.mu is held.
+func (s *Service) answerFromFacts(st *couponState) {
+	for _, r := range st.queue {
+		if !r.state.CompareAndSwap(queued, taken) {
+			continue
+		}
+		if _, held := st.holders[r.user]; held {
+			r.done <- issueOutcome{err: ErrAlreadyIssued}
+		} else {
+			r.done <- issueOutcome{err: ErrSoldOut}
+		}
+	}
+	clear(st.queue)
+	st.queue = st.queue[:0]
 }
 
 // issueBatch runs the batch's transaction with the grant's fencing token; it stops the moment
