@@ -8,6 +8,7 @@ root=$PWD
 data=$root/.data
 mkdir -p "$data"
 
+db_from_user=${DATABASE_URL:+yes}
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/coupon?sslmode=disable}
 export REDIS_ADDRS=${REDIS_ADDRS:-127.0.0.1:6379}
 
@@ -15,12 +16,25 @@ scripts/deps.sh
 
 # --- PostgreSQL --------------------------------------------------------------------------------
 # host, port and database from the DSN (URL form).
-rest=${DATABASE_URL#*://}; rest=${rest#*@}
-hostport=${rest%%/*}; dbname=${rest#*/}; dbname=${dbname%%\?*}
-pghost=${hostport%:*}; pgport=${hostport##*:}; [ "$pgport" = "$hostport" ] && pgport=5432
-admin_url=${DATABASE_URL/\/$dbname/\/postgres}
+parse_dsn() {
+  rest=${DATABASE_URL#*://}; rest=${rest#*@}
+  hostport=${rest%%/*}; dbname=${rest#*/}; dbname=${dbname%%\?*}
+  pghost=${hostport%:*}; pgport=${hostport##*:}; [ "$pgport" = "$hostport" ] && pgport=5432
+  admin_url=${DATABASE_URL/\/$dbname/\/postgres}
+}
+parse_dsn
 
-pg_usable() { psql "$admin_url" -Atqc 'select 1' >/dev/null 2>&1; }
+export PGCONNECT_TIMEOUT=${PGCONNECT_TIMEOUT:-3} # a port that accepts but never answers must not hang us
+pg_usable() { psql "$admin_url" -Atqc "select 1" >/dev/null 2>&1; }
+
+if ! pg_usable && [ -z "$db_from_user" ] && (echo >/dev/tcp/127.0.0.1/"$pgport") 2>/dev/null; then
+  # A PostgreSQL that wants a password (as Debian's freshly installed cluster does on TCP) holds
+  # the default port: leave it alone and use a project-local one beside it.
+  echo "run: the PostgreSQL on port $pgport does not accept postgres without a password;" >&2
+  echo "     using a project-local PostgreSQL on port 55432 instead (set DATABASE_URL to choose)" >&2
+  export DATABASE_URL=postgres://postgres@127.0.0.1:55432/coupon?sslmode=disable
+  parse_dsn
+fi
 
 if ! pg_usable; then
   case "$pghost" in 127.0.0.1|localhost|::1) ;; *)
