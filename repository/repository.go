@@ -20,8 +20,6 @@ import (
 // Errors returned by the repository; test them with errors.Is.
 var (
 	ErrCouponNotFound = errors.New("coupon not found")
-	ErrAlreadyIssued  = errors.New("coupon already issued to this user")
-	ErrSoldOut        = errors.New("coupon sold out")
 	// ErrStaleFence means the write came from a lock grant older than one PostgreSQL has
 	// already accepted for this coupon: the caller's lock was lost.
 	ErrStaleFence = errors.New("stale lock fencing token")

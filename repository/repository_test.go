@@ -33,6 +33,12 @@ func migrated(t *testing.T) *Repository {
 	return r
 }
 
+// The outcomes of issueOne as errors, for the tests' switches (IssueBatch reports outcomes).
+var (
+	errAlreadyIssued = errors.New("already issued")
+	errSoldOut       = errors.New("sold out")
+)
+
 // issueOne is IssueBatch for a single request, its outcome as an error.
 func issueOne(ctx context.Context, r *Repository, couponID, user uuid.UUID, fence int64) (WalletEntry, error) {
 	res, err := r.IssueBatch(ctx, couponID, fence, []uuid.UUID{user})
@@ -43,9 +49,9 @@ func issueOne(ctx context.Context, r *Repository, couponID, user uuid.UUID, fenc
 	case Issued:
 		return res[0].Entry, nil
 	case AlreadyIssued:
-		return WalletEntry{}, ErrAlreadyIssued
+		return WalletEntry{}, errAlreadyIssued
 	case SoldOut:
-		return WalletEntry{}, ErrSoldOut
+		return WalletEntry{}, errSoldOut
 	}
 	return WalletEntry{}, errors.New("undecided")
 }
@@ -122,7 +128,7 @@ func TestIssueOutcomes(t *testing.T) {
 	if err != nil || e.UserID != u1 || e.IssuedAt.IsZero() {
 		t.Fatalf("first issue: %+v %v", e, err)
 	}
-	if _, err := issueOne(ctx, r, c.ID, u1, 1); !errors.Is(err, ErrAlreadyIssued) {
+	if _, err := issueOne(ctx, r, c.ID, u1, 1); !errors.Is(err, errAlreadyIssued) {
 		t.Fatalf("duplicate: %v", err)
 	}
 	if _, err := issueOne(ctx, r, c.ID, u2, 0); !errors.Is(err, ErrStaleFence) {
@@ -131,10 +137,10 @@ func TestIssueOutcomes(t *testing.T) {
 	if _, err := issueOne(ctx, r, c.ID, u2, 5); err != nil {
 		t.Fatalf("second issue: %v", err)
 	}
-	if _, err := issueOne(ctx, r, c.ID, u3, 5); !errors.Is(err, ErrSoldOut) {
+	if _, err := issueOne(ctx, r, c.ID, u3, 5); !errors.Is(err, errSoldOut) {
 		t.Fatalf("third issue: %v", err)
 	}
-	if _, err := issueOne(ctx, r, c.ID, u1, 6); !errors.Is(err, ErrAlreadyIssued) {
+	if _, err := issueOne(ctx, r, c.ID, u1, 6); !errors.Is(err, errAlreadyIssued) {
 		t.Fatalf("holder retrying after sell-out must get already-issued: %v", err)
 	}
 	got, err := r.CouponByCode(ctx, "T2")
@@ -172,9 +178,9 @@ func TestIssueConcurrentWithoutLockKeepsInvariants(t *testing.T) {
 			_, err := issueOne(ctx, r, c.ID, u, 1)
 			k := "ok"
 			switch {
-			case errors.Is(err, ErrAlreadyIssued):
+			case errors.Is(err, errAlreadyIssued):
 				k = "dup"
-			case errors.Is(err, ErrSoldOut):
+			case errors.Is(err, errSoldOut):
 				k = "soldout"
 			case err != nil:
 				k = err.Error()

@@ -202,10 +202,6 @@ func (s *Service) translate(err error) error {
 	switch {
 	case errors.Is(err, repository.ErrCouponNotFound):
 		return fmt.Errorf("%w: %w", ErrCouponNotFound, err)
-	case errors.Is(err, repository.ErrAlreadyIssued):
-		return fmt.Errorf("%w: %w", ErrAlreadyIssued, err)
-	case errors.Is(err, repository.ErrSoldOut):
-		return fmt.Errorf("%w: %w", ErrSoldOut, err)
 	case errors.Is(err, repository.ErrUnavailable), errors.Is(err, lock.ErrUnavailable):
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case errors.Is(err, lock.ErrTimeout), errors.Is(err, repository.ErrStaleFence), errors.Is(err, lock.ErrLockLost):
