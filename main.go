@@ -38,7 +38,6 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=...".
@@ -139,7 +138,7 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	defer locks.Close()
 
 	m := metrics.New()
-	svc := service.New(repo, lockerAdapter{locks, nodes}, service.Config{
+	svc := service.New(repo, service.NewLocker(locks), service.Config{
 		LockWait: cfg.LockWait, LockLease: cfg.LockLease,
 		Bus: notify.New(nodes, "couponsvc:coupon-changed"),
 	}, m, log)
@@ -195,38 +194,5 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 		log.Warn("closing lock client", "err", err)
 	}
 	log.Info("stopped")
-	return nil
-}
-
-// lockerAdapter presents a lock.Client as the service's Locker.
-type lockerAdapter struct {
-	c     *lock.Client
-	nodes []redis.UniversalClient
-}
-
-func (a lockerAdapter) Mutex(name string) service.Mutex { return a.c.Mutex(name) }
-
-func (a lockerAdapter) AdvanceFence(ctx context.Context, name string, atLeast int64) error {
-	return a.c.AdvanceFence(ctx, name, atLeast)
-}
-
-// Ping succeeds when a quorum (N/2+1) of the Redis nodes answers PING.
-func (a lockerAdapter) Ping(ctx context.Context) error {
-	errs := make(chan error, len(a.nodes))
-	for _, n := range a.nodes {
-		go func() { errs <- n.Ping(ctx).Err() }()
-	}
-	var ok int
-	var failed []error
-	for range a.nodes {
-		if err := <-errs; err != nil {
-			failed = append(failed, err)
-		} else {
-			ok++
-		}
-	}
-	if quorum := len(a.nodes)/2 + 1; ok < quorum {
-		return fmt.Errorf("%d of %d Redis nodes answer, quorum is %d: %w", ok, len(a.nodes), quorum, errors.Join(failed...))
-	}
 	return nil
 }

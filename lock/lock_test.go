@@ -343,6 +343,9 @@ func TestNodeFailures(t *testing.T) {
 			for range 5 {
 				lockUnlock("one node down")
 			}
+			if err := c.Ping(ctx); err != nil {
+				t.Fatalf("Ping with one node down: %v", err)
+			}
 
 			tc.down(nodes[1], t)
 			dctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -359,6 +362,9 @@ func TestNodeFailures(t *testing.T) {
 			}
 			if _, err := m.IsLocked(ctx); !errors.Is(err, ErrUnavailable) {
 				t.Fatalf("IsLocked with two nodes down: %v, want ErrUnavailable", err)
+			}
+			if err := c.Ping(ctx); !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("Ping with two nodes down: %v, want ErrUnavailable", err)
 			}
 
 			tc.back(nodes[0], t)

@@ -2,6 +2,8 @@ package lock
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
@@ -216,4 +218,23 @@ func (c *Client) lostQuorum(v verdict) bool {
 // confirm it: the grant is certainly gone.
 func (c *Client) deniedByQuorum(v verdict) bool {
 	return len(c.nodes)-v.taken < c.quorum
+}
+
+// Ping reports whether a quorum of the nodes answers, as a readiness check: ErrUnavailable
+// (wrapping the nodes' errors) when fewer than a quorum do.
+func (c *Client) Ping(ctx context.Context) error {
+	replies := onNodes(ctx, c, func(ctx context.Context, n redis.UniversalClient) (string, error) {
+		return n.Ping(ctx).Result()
+	}, c.quorumDecided)
+	var failed []error
+	for _, r := range replies {
+		if r.err != nil {
+			failed = append(failed, r.err)
+		}
+	}
+	if len(replies)-len(failed) < c.quorum {
+		return fmt.Errorf("lock: %d of %d nodes answer, quorum is %d: %w: %w",
+			len(replies)-len(failed), len(c.nodes), c.quorum, ErrUnavailable, errors.Join(failed...))
+	}
+	return nil
 }

@@ -30,15 +30,6 @@ type clock struct {
 func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) Set(t time.Time) { c.mu.Lock(); defer c.mu.Unlock(); c.t = t }
 
-// locker presents a lock.Client as the service's Locker (main.go has the production one).
-type locker struct{ c *lock.Client }
-
-func (l locker) Mutex(name string) Mutex { return l.c.Mutex(name) }
-func (l locker) AdvanceFence(ctx context.Context, name string, atLeast int64) error {
-	return l.c.AdvanceFence(ctx, name, atLeast)
-}
-func (l locker) Ping(context.Context) error { return nil }
-
 // stack is one PostgreSQL database and Redis node that several services share, as pods do.
 type stack struct {
 	dsn   string
@@ -77,7 +68,7 @@ func (st stack) service(t *testing.T, c *clock, bus bool, cfg Config) *Service {
 	if bus {
 		cfg.Bus = notify.New(nodes, "test:coupon-changed")
 	}
-	s := New(st.repo(t), locker{locks}, cfg, metrics.New(), slog.New(slog.DiscardHandler))
+	s := New(st.repo(t), NewLocker(locks), cfg, metrics.New(), slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.Run(ctx) }()

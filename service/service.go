@@ -71,6 +71,19 @@ type Locker interface {
 	Ping(ctx context.Context) error
 }
 
+// NewLocker presents a lock.Client as the service's Locker.
+func NewLocker(c *lock.Client) Locker { return locker{c} }
+
+type locker struct{ c *lock.Client }
+
+func (l locker) Mutex(name string) Mutex { return l.c.Mutex(name) }
+
+func (l locker) AdvanceFence(ctx context.Context, name string, atLeast int64) error {
+	return l.c.AdvanceFence(ctx, name, atLeast)
+}
+
+func (l locker) Ping(ctx context.Context) error { return l.c.Ping(ctx) }
+
 // Config tunes the issue path.
 type Config struct {
 	LockWait  time.Duration // longest wait for a coupon's lock (LOCK_WAIT)
