@@ -43,6 +43,18 @@ type couponState struct {
 	gen      uint64                 // bumped when the stock changes: older sold-out findings are void
 }
 
+// known answers from committed facts alone: ErrAlreadyIssued for a known holder, ErrSoldOut
+// once the holder set is final, nil when only a transaction can tell. st.mu is held.
+func (st *couponState) known(user uuid.UUID) error {
+	if _, held := st.holders[user]; held {
+		return ErrAlreadyIssued
+	}
+	if st.final {
+		return ErrSoldOut
+	}
+	return nil
+}
+
 // issueRequest is one request waiting in a coupon's queue.
 type issueRequest struct {
 	ctx      context.Context
@@ -140,9 +152,8 @@ func (s *Service) issue(ctx context.Context, code string, userID uuid.UUID, arri
 	}
 	var req *issueRequest
 	st.mu.Lock()
-	_, held := st.holders[userID]
-	final := st.final
-	if !held && !final {
+	known := st.known(userID)
+	if known == nil {
 		req = &issueRequest{ctx: ctx, user: userID, arrived: arrived, deadline: arrived.Add(s.cfg.LockWait), done: make(chan issueOutcome, 1)}
 		st.queue = insertByArrival(st.queue, req)
 		if !st.draining {
@@ -151,11 +162,8 @@ func (s *Service) issue(ctx context.Context, code string, userID uuid.UUID, arri
 		}
 	}
 	st.mu.Unlock()
-	switch {
-	case held:
-		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, ErrAlreadyIssued)
-	case final:
-		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, ErrSoldOut)
+	if known != nil {
+		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, known)
 	}
 
 	// A queued request is answered at its deadline even while the drainer is busy (a slow
@@ -382,13 +390,8 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (grant
 // 409 for a holder, 410 for anyone else. st.mu is held.
 func (s *Service) answerFromFacts(st *couponState) {
 	for _, r := range st.queue {
-		if !r.state.CompareAndSwap(queued, taken) {
-			continue
-		}
-		if _, held := st.holders[r.user]; held {
-			r.done <- issueOutcome{err: ErrAlreadyIssued}
-		} else {
-			r.done <- issueOutcome{err: ErrSoldOut}
+		if r.state.CompareAndSwap(queued, taken) {
+			r.done <- issueOutcome{err: st.known(r.user)}
 		}
 	}
 	clear(st.queue)
