@@ -30,6 +30,7 @@ import (
 
 	_ "couponsvc/docs" // the OpenAPI document served by /swagger
 	"couponsvc/handler"
+	"couponsvc/internal/arrival"
 	"couponsvc/internal/metrics"
 	"couponsvc/internal/notify"
 	"couponsvc/lock"
@@ -164,6 +165,7 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:    func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ConnContext:    arrival.ConnContext,
 	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -174,7 +176,7 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 		"database", redactDSN(cfg.DatabaseURL), "admin_api", cfg.AdminToken != "")
 
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(arrival.Listen(ln)) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"couponsvc/internal/arrival"
 	"couponsvc/internal/metrics"
 	"couponsvc/service"
 
@@ -207,7 +208,10 @@ func (h *Handler) issueCoupon(c *gin.Context) {
 		writeServiceError(c, err)
 		return
 	}
-	e, err := h.svc.Issue(c, c.Param("code"), userID)
+	// The request's context (cancelled when its client goes away) carries when it reached the
+	// host: its place in the queue.
+	ctx := c.Request.Context()
+	e, err := h.svc.Issue(service.WithArrival(ctx, arrival.Of(ctx)), c.Param("code"), userID)
 	if err != nil {
 		writeServiceError(c, err)
 		return

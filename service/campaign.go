@@ -75,6 +75,7 @@ func (st *couponState) apply(c Coupon) {
 	st.window.Store(windowOf(c))
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	st.remaining = c.TotalQuantity - c.IssuedQuantity
 	if c.TotalQuantity != st.total {
 		st.total = c.TotalQuantity
 		st.gen++

@@ -40,7 +40,10 @@ type couponState struct {
 	queue    []*issueRequest        // waiting requests, in arrival order
 	draining bool                   // a drainer goroutine is running for this coupon
 	total    int                    // total_quantity as last read from PostgreSQL
-	gen      uint64                 // bumped when the stock changes: older sold-out findings are void
+	// remaining estimates the stock left: read from PostgreSQL (at load, then every
+	// MetaRefresh), lowered by this instance's batches. Only the boundary settle uses it.
+	remaining int
+	gen       uint64 // bumped when the stock changes: older sold-out findings are void
 }
 
 // known answers from committed facts alone: ErrAlreadyIssued for a known holder, ErrSoldOut
@@ -82,9 +85,17 @@ type issueOutcome struct {
 // Issue issues coupon code to userID, first come first served: a committed wallet entry, or
 // ErrCouponNotFound, ErrAlreadyIssued, ErrSoldOut, ErrLockTimeout or ErrUnavailable, in which
 // case nothing was issued.
+//
+// The request's place in the queue is its arrival (see WithArrival), or the moment Issue is
+// called.
 func (s *Service) Issue(ctx context.Context, code string, userID uuid.UUID) (WalletEntry, error) {
 	start := time.Now()
-	e, err := s.issue(ctx, code, userID, start)
+	arrived := start
+	if at, ok := ctx.Value(arrivalKey{}).(time.Time); ok && at.Before(start) {
+		arrived = at
+		s.metrics.ArrivalLag.Observe(start.Sub(at).Seconds())
+	}
+	e, err := s.issue(ctx, code, userID, arrived)
 	result := resultOf(err)
 	label := code
 	if errors.Is(err, ErrCouponNotFound) {
@@ -105,6 +116,14 @@ func (s *Service) Issue(ctx context.Context, code string, userID uuid.UUID) (Wal
 
 // outcome is the issue counter series of a coupon and result, cached: the label set is bounded
 // (existing codes, and "_unknown"), and hashing labels on every answer shows in a crowd.
+type arrivalKey struct{}
+
+// WithArrival tells Issue when the request reached this host (package internal/arrival), so
+// that first come, first served is by arrival, not by when this process got round to it.
+func WithArrival(ctx context.Context, at time.Time) context.Context {
+	return context.WithValue(ctx, arrivalKey{}, at)
+}
+
 func (s *Service) outcome(coupon, result string) prometheus.Counter {
 	key := [2]string{coupon, result}
 	if c, ok := s.outcomes.Load(key); ok {
@@ -308,6 +327,15 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (grant
 		st.mu.Unlock()
 		return false
 	}
+	if st.remaining > 0 && len(st.queue) >= st.remaining && s.cfg.BoundarySettle > 0 {
+		// This batch will sell the coupon out: the stock boundary falls inside it. Requests
+		// that reached the host before it but are still queued for the CPUs (a crowd keeps
+		// them waiting a few ms) would land in the next batch and lose to later arrivals;
+		// waiting a moment lets them take their place by arrival. Once per sell-out.
+		st.mu.Unlock()
+		time.Sleep(s.cfg.BoundarySettle)
+		st.mu.Lock()
+	}
 	gen := st.gen // the stock this batch runs against, as far as this instance knows
 	st.queue = s.expire(st.queue, time.Now())
 	var batch []*issueRequest
@@ -358,6 +386,7 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (grant
 		switch res := results[i]; res.Outcome {
 		case repository.Issued:
 			st.holders[r.user] = struct{}{}
+			st.remaining--
 			e := res.Entry
 			e.CouponCode, e.DiscountAmount = st.coupon.Code, st.coupon.DiscountAmount
 			e.ExpiresAt = e.IssuedAt.Add(time.Duration(st.coupon.ValidDays) * 24 * time.Hour) // as the schema's trigger
@@ -374,6 +403,9 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (grant
 	}
 	// A stock raised since the batch began voids its sold-out finding.
 	soldOut = soldOut && st.gen == gen
+	if soldOut {
+		st.remaining = 0
+	}
 	learnFinal := soldOut && !st.soldOut
 	st.soldOut = st.soldOut || soldOut
 	st.mu.Unlock()

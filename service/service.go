@@ -90,6 +90,10 @@ type Config struct {
 	LockLease time.Duration // 0: watchdog mode; >0: fixed lease (LOCK_LEASE)
 	TxTimeout time.Duration // longest the issue transaction may take; 0 means 5 s
 	MaxBatch  int           // most requests issued in one transaction; 0 means 512
+	// BoundarySettle is how long the batch that will sell a coupon out waits before it is
+	// taken, so that requests that reached the host earlier but are still on their way through
+	// this busy process join it in their place; 0 means 5 ms, negative means no wait.
+	BoundarySettle time.Duration
 
 	// Now is the clock of the business rules (issuing windows, expiry, schedules); nil means
 	// time.Now. Tests move it by the millisecond.
@@ -126,6 +130,9 @@ func New(repo Repository, locks Locker, cfg Config, m *metrics.Metrics, log *slo
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 512
+	}
+	if cfg.BoundarySettle == 0 {
+		cfg.BoundarySettle = 5 * time.Millisecond
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -188,7 +195,8 @@ func (s *Service) state(ctx context.Context, code string) (*couponState, error) 
 }
 
 func newCouponState(c Coupon) *couponState {
-	st := &couponState{coupon: c, holders: map[uuid.UUID]struct{}{}, total: c.TotalQuantity}
+	st := &couponState{coupon: c, holders: map[uuid.UUID]struct{}{}, total: c.TotalQuantity,
+		remaining: c.TotalQuantity - c.IssuedQuantity}
 	st.window.Store(windowOf(c))
 	return st
 }

@@ -24,6 +24,9 @@ type Metrics struct {
 	LockHold prometheus.Histogram
 	// TxDuration is the time of the issue transaction in PostgreSQL.
 	TxDuration prometheus.Histogram
+	// ArrivalLag is the time from a request's arrival at the host (the kernel's receive
+	// timestamp) to its issue handling: how long this process's crowd kept it waiting.
+	ArrivalLag prometheus.Histogram
 	// BatchSize is the number of requests issued in one transaction (group commit).
 	BatchSize prometheus.Histogram
 	// InFlight is the number of issue requests in progress in this instance.
@@ -66,6 +69,10 @@ func New() *Metrics {
 			Name: "couponsvc_issue_tx_seconds", Help: "Time of the issue transaction in PostgreSQL.",
 			Buckets: latencyBuckets,
 		}),
+		ArrivalLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "couponsvc_issue_arrival_lag_seconds", Help: "Time from an issue request's arrival at the host to its handling.",
+			Buckets: prometheus.ExponentialBuckets(0.0000625, 2, 15),
+		}),
 		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "couponsvc_issue_batch_size", Help: "Requests decided in one issue transaction.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
@@ -81,7 +88,7 @@ func New() *Metrics {
 		}),
 	}
 	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.IssueOutcomes, m.LockWait, m.LockHold,
-		m.TxDuration, m.BatchSize, m.InFlight, m.Redemptions, m.CouponsMaterialised,
+		m.TxDuration, m.ArrivalLag, m.BatchSize, m.InFlight, m.Redemptions, m.CouponsMaterialised,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
