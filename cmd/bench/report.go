@@ -2,9 +2,11 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -80,6 +82,28 @@ func (r *result) pct(q float64) time.Duration {
 	i := int(q*float64(len(r.lats))+0.5) - 1
 	i = min(max(i, 0), len(r.lats)-1)
 	return time.Duration(r.lats[i])
+}
+
+// byAnswer gives p50/p99 per HTTP status: where the tail comes from (the issued ones wait for a
+// batch; the others are answered from memory).
+func (r *result) byAnswer() string {
+	lats := map[int][]int64{}
+	for _, s := range r.load.samples {
+		if s.sent {
+			lats[s.status] = append(lats[s.status], s.latNs)
+		}
+	}
+	codes := slices.Sorted(maps.Keys(lats))
+	var parts []string
+	for _, c := range codes {
+		l := lats[c]
+		slices.Sort(l)
+		at := func(q float64) time.Duration {
+			return time.Duration(l[min(max(int(q*float64(len(l))+0.5)-1, 0), len(l)-1)])
+		}
+		parts = append(parts, fmt.Sprintf("%d: p50 %s ms, p99 %s ms", c, fmtMs(at(0.5)), fmtMs(at(0.99))))
+	}
+	return "latency by answer: " + strings.Join(parts, "; ")
 }
 
 // fiveXXWhileStock counts 5xx answers sent before the last 201 was sent (stock still remained).
@@ -282,7 +306,7 @@ func (rep *report) markdown() string {
 			fmt.Fprintf(&b, "\n- %s on %s was capped at %v of load: %s of %s requests were not sent.", r.design, r.workload.name,
 				rep.opts.Cap, thousands(r.load.notSent), thousands(len(r.load.samples)))
 		}
-		for _, n := range r.notes {
+		for _, n := range append(r.notes, r.byAnswer()) {
 			fmt.Fprintf(&b, "\n- %s on %s: %s", r.design, r.workload.name, n)
 		}
 		if !r.inv.ok {

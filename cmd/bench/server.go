@@ -2,13 +2,16 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -179,30 +182,73 @@ func procMemory(pid int) (rss, hwm int64, err error) {
 	return rss, hwm, sc.Err()
 }
 
-// goroutines reads go_goroutines from /metrics (-1 when it cannot), over a connection of its
-// own that is closed afterwards.
+// goroutines reads go_goroutines from /metrics (-1 when it cannot).
 func (s *server) goroutines(ctx context.Context) int {
+	if v, ok := s.metrics(ctx)["go_goroutines"]; ok {
+		return int(v)
+	}
+	return -1
+}
+
+// promValues are the samples of a /metrics page, keyed by name with labels as written
+// (`couponsvc_issue_batch_size_bucket{le="64"}`).
+type promValues map[string]float64
+
+// metrics reads /metrics (nil when it cannot), over a connection of its own that is closed
+// afterwards.
+func (s *server) metrics(ctx context.Context) promValues {
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.base+"/metrics", nil)
 	if err != nil {
-		return -1
+		return nil
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return -1
+		return nil
 	}
 	defer resp.Body.Close()
+	out := promValues{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err == nil {
-				return int(f)
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		if i := strings.LastIndexByte(line, ' '); i > 0 {
+			if f, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+				out[line[:i]] = f
 			}
 		}
 	}
-	return -1
+	return out
+}
+
+// mean of a histogram (NaN without observations).
+func (p promValues) mean(name string) float64 {
+	return p[name+"_sum"] / p[name+"_count"]
+}
+
+// quantile of a histogram: the upper bound of the bucket holding it (NaN without observations).
+func (p promValues) quantile(name string, q float64) float64 {
+	type bucket struct{ le, n float64 }
+	var bs []bucket
+	prefix := name + `_bucket{le="`
+	for k, v := range p {
+		if le, ok := strings.CutPrefix(k, prefix); ok {
+			if f, err := strconv.ParseFloat(strings.TrimSuffix(le, `"}`), 64); err == nil {
+				bs = append(bs, bucket{f, v})
+			}
+		}
+	}
+	slices.SortFunc(bs, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
+	total := p[name+"_count"]
+	for _, b := range bs {
+		if total > 0 && b.n >= q*total {
+			return b.le
+		}
+	}
+	return math.NaN()
 }
 
 // stop sends SIGTERM (the contract's graceful stop) and kills the server after 15 s.
