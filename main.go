@@ -141,7 +141,8 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	m := metrics.New()
 	svc := service.New(repo, service.NewLocker(locks), service.Config{
 		LockWait: cfg.LockWait, LockLease: cfg.LockLease,
-		Bus: notify.New(nodes, "couponsvc:coupon-changed"),
+		Bus:   notify.New(nodes, "couponsvc:coupon-changed"),
+		Facts: notify.New(nodes, "couponsvc:coupon-facts"),
 	}, m, log)
 	// Background work (coupon changes from other pods, daily schedules) until shutdown.
 	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))

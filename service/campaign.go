@@ -94,7 +94,7 @@ func (s *Service) cached(code string) *couponState {
 }
 
 // Run does the service's background work until ctx ends: it listens for coupon changes made by
-// other instances, refreshes the cached coupons every MetaRefresh (the bound on staleness when
+// other instances and the facts their batches committed, refreshes the cached coupons every MetaRefresh (the bound on staleness when
 // a notice is lost) and materialises the daily coupons of the schedules every ScheduleEvery.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
@@ -106,6 +106,10 @@ func (s *Service) Run(ctx context.Context) {
 				}
 			})
 		})
+	}
+	if s.cfg.Facts != nil {
+		wg.Go(func() { s.cfg.Facts.Subscribe(ctx, func(msg string) { s.recordFacts(ctx, msg) }) })
+		wg.Go(func() { s.publishLoop(ctx) })
 	}
 	wg.Go(func() { every(ctx, s.cfg.MetaRefresh, s.refreshCached) })
 	wg.Go(func() { every(ctx, s.cfg.ScheduleEvery, s.MaterialiseSchedules) })

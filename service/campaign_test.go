@@ -55,7 +55,7 @@ func (st stack) repo(t *testing.T) *repository.Repository {
 	return repository.New(pool)
 }
 
-// service starts one instance; with bus, it hears the others' changes. Its background work
+// service starts one instance; with bus, it hears the others' changes and facts. Its background work
 // (Run) runs until the test ends.
 func (st stack) service(t *testing.T, c *clock, bus bool, cfg Config) *Service {
 	t.Helper()
@@ -67,6 +67,7 @@ func (st stack) service(t *testing.T, c *clock, bus bool, cfg Config) *Service {
 	}
 	if bus {
 		cfg.Bus = notify.New(nodes, "test:coupon-changed")
+		cfg.Facts = notify.New(nodes, "test:coupon-facts")
 	}
 	s := New(st.repo(t), NewLocker(locks), cfg, metrics.New(), slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())

@@ -380,12 +380,14 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (grant
 	}
 
 	var retry []*issueRequest
+	var holders []uuid.UUID // to tell the other instances
 	soldOut := false
 	st.mu.Lock()
 	for i, r := range batch {
 		switch res := results[i]; res.Outcome {
 		case repository.Issued:
 			st.holders[r.user] = struct{}{}
+			holders = append(holders, r.user)
 			st.remaining--
 			e := res.Entry
 			e.CouponCode, e.DiscountAmount = st.coupon.Code, st.coupon.DiscountAmount
@@ -393,6 +395,7 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (grant
 			r.done <- issueOutcome{entry: e}
 		case repository.AlreadyIssued:
 			st.holders[r.user] = struct{}{}
+			holders = append(holders, r.user)
 			r.done <- issueOutcome{err: ErrAlreadyIssued}
 		case repository.SoldOut:
 			soldOut = true
@@ -409,6 +412,7 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (grant
 	learnFinal := soldOut && !st.soldOut
 	st.soldOut = st.soldOut || soldOut
 	st.mu.Unlock()
+	s.publishFacts(st.coupon.Code, holders, soldOut)
 	if len(retry) > 0 {
 		s.requeue(st, retry)
 	}

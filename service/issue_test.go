@@ -11,6 +11,7 @@ import (
 	"couponsvc/lock"
 
 	"github.com/google/uuid"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // First come, first served is by arrival at the host (WithArrival), not by when a request got
@@ -118,4 +119,84 @@ func waitQueued(t *testing.T, s *Service, code string, n int) {
 		}
 	}
 	t.Fatalf("%d requests never queued for %s", n, code)
+}
+
+// What one instance's batches commit reaches the others (the facts bus): a holder's retry on
+// another instance is answered 409 without a transaction, and after a sell-out the other
+// instances answer the crowd from memory without a batch of their own. An instance without
+// the bus needs a transaction for the same answers, which shows what is measured.
+func TestFactsReachOtherInstances(t *testing.T) {
+	st := newStack(t)
+	c := &clock{t: time.Now()}
+	ctx := context.Background()
+	a := st.service(t, c, true, Config{})
+	b := st.service(t, c, true, Config{})
+	alone := st.service(t, c, false, Config{})
+	mustCreate(t, a, Coupon{Code: "SHARED", Name: "shared", DiscountAmount: 1, TotalQuantity: 3,
+		OpensAt: c.Now().Add(-time.Hour), ValidDays: 7})
+	for _, s := range []*Service{b, alone} {
+		if err := s.Warm(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u := []uuid.UUID{uuid.New(), uuid.New(), uuid.New(), uuid.New()}
+	issue := func(s *Service, user uuid.UUID, want error) {
+		t.Helper()
+		if _, err := s.Issue(ctx, "SHARED", user); !errors.Is(err, want) && !(want == nil && err == nil) {
+			t.Fatalf("issue to %v: %v, want %v", user, err, want)
+		}
+	}
+
+	issue(a, u[0], nil)
+	eventually(t, "b learns that u0 holds SHARED", func() bool { return b.knows("SHARED", u[0], false) })
+	issue(b, u[0], ErrAlreadyIssued)
+	if n := batches(b); n != 0 {
+		t.Fatalf("b ran %d batches to answer a known holder", n)
+	}
+	issue(alone, u[0], ErrAlreadyIssued)
+	if n := batches(alone); n != 1 {
+		t.Fatalf("the instance without the bus ran %d batches, want 1", n)
+	}
+
+	issue(a, u[1], nil)
+	issue(a, u[2], nil)
+	issue(a, u[3], ErrSoldOut) // a's batch finds it sold out and says so
+	eventually(t, "b knows SHARED is sold out, with its holders", func() bool { return b.knows("SHARED", u[2], true) })
+	issue(b, u[3], ErrSoldOut)
+	issue(b, u[1], ErrAlreadyIssued)
+	issue(b, uuid.New(), ErrSoldOut)
+	if n := batches(b); n != 0 {
+		t.Fatalf("b ran %d batches after the sell-out", n)
+	}
+}
+
+// knows reports whether the instance holds user as a holder of code (and, with final, has
+// the coupon's final holder set).
+func (s *Service) knows(code string, user uuid.UUID, final bool) bool {
+	st := s.cached(code)
+	if st == nil {
+		return false
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	_, held := st.holders[user]
+	return held && (!final || st.final)
+}
+
+func batches(s *Service) uint64 {
+	var m dto.Metric
+	if err := s.metrics.BatchSize.Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
+
+func eventually(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if ok() {
+			return
+		}
+	}
+	t.Fatalf("not within 3s: %s", what)
 }

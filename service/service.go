@@ -100,6 +100,10 @@ type Config struct {
 	Now func() time.Time
 	// Bus carries coupon changes to the other instances; nil for a single instance.
 	Bus Bus
+	// Facts carries what each batch committed (holders, sold-out) to the other instances, so
+	// that they answer those users without a transaction (see facts.go); nil for a single
+	// instance.
+	Facts Bus
 	// MetaRefresh bounds how stale this instance's copy of a coupon (its window, pause and
 	// stock) may be when a notice on the bus is lost; 0 means 1 s.
 	MetaRefresh time.Duration
@@ -117,6 +121,9 @@ type Service struct {
 	cfg     Config
 	metrics *metrics.Metrics
 	log     *slog.Logger
+
+	id       string      // this instance, on the facts bus
+	factsOut chan string // notices for the facts bus, published by Run
 
 	mu       sync.RWMutex
 	coupons  map[string]*couponState // by code; only coupons that exist
@@ -146,7 +153,8 @@ func New(repo Repository, locks Locker, cfg Config, m *metrics.Metrics, log *slo
 	if cfg.ScheduleLead <= 0 {
 		cfg.ScheduleLead = 2 * time.Hour
 	}
-	return &Service{repo: repo, locks: locks, cfg: cfg, metrics: m, log: log, coupons: map[string]*couponState{}}
+	return &Service{repo: repo, locks: locks, cfg: cfg, metrics: m, log: log, coupons: map[string]*couponState{},
+		id: uuid.NewString(), factsOut: make(chan string, factsBacklog)}
 }
 
 var codePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
