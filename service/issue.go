@@ -93,6 +93,7 @@ func (s *Service) Issue(ctx context.Context, code string, userID uuid.UUID) (Wal
 	arrived := start
 	if at, ok := ctx.Value(arrivalKey{}).(time.Time); ok && at.Before(start) {
 		arrived = at
+		s.lag.observe(start, start.Sub(at))
 		s.metrics.ArrivalLag.Observe(start.Sub(at).Seconds())
 	}
 	e, err := s.issue(ctx, code, userID, arrived)
@@ -327,13 +328,14 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (grant
 		st.mu.Unlock()
 		return false
 	}
-	if st.remaining > 0 && len(st.queue) >= st.remaining && s.cfg.BoundarySettle > 0 {
+	if d := s.settle(); d > 0 && st.remaining > 0 && len(st.queue) >= st.remaining {
 		// This batch will sell the coupon out: the stock boundary falls inside it. Requests
 		// that reached the host before it but are still queued for the CPUs (a crowd keeps
 		// them waiting a few ms) would land in the next batch and lose to later arrivals;
-		// waiting a moment lets them take their place by arrival. Once per sell-out.
+		// waiting as long as requests now wait for this process lets them take their place by
+		// arrival. Once per sell-out.
 		st.mu.Unlock()
-		time.Sleep(s.cfg.BoundarySettle)
+		time.Sleep(d)
 		st.mu.Lock()
 	}
 	gen := st.gen // the stock this batch runs against, as far as this instance knows
