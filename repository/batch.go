@@ -38,8 +38,11 @@ type Result struct {
 //     only when a lock was lost), and the counter moves by the rows actually inserted, so
 //     issued_quantity = count(rows) holds whatever happens, and the CHECK keeps it <= total.
 //
-// The result rows are tagged: 'ins' (a wallet id and its issued_at), 'held' (a user), and one
-// 'coupon' row with the counts after the statement, absent when the token was stale.
+// The answer is one short row: the counts after the statement (NULL when the token was stale),
+// the issue time (one for the whole transaction), the wallet ids inserted and the users who
+// already held the coupon. One row rather than a row per request:
+// a reply that fits one read wakes the waiting goroutine once, and on a busy machine each
+// wake-up waits its turn for a CPU.
 const issueBatchSQL = `
 WITH req AS (
     SELECT wid, uid, ord FROM unnest($2::uuid[], $3::uuid[]) WITH ORDINALITY AS r(wid, uid, ord)
@@ -69,9 +72,10 @@ WITH req AS (
      WHERE id = $1 AND EXISTS (SELECT 1 FROM c)
  RETURNING issued_quantity, total_quantity
 )
-SELECT 'ins', id, issued_at, 0, 0 FROM ins
-UNION ALL SELECT 'held', user_id, NULL, 0, 0 FROM held
-UNION ALL SELECT 'coupon', NULL, NULL, issued_quantity, total_quantity FROM upd`
+SELECT (SELECT issued_quantity FROM upd), (SELECT total_quantity FROM upd),
+       (SELECT max(issued_at) FROM ins),
+       ARRAY(SELECT id FROM ins),
+       ARRAY(SELECT user_id FROM held)`
 
 // IssueBatch issues coupon couponID to each user of users, in that (arrival) order, in ONE
 // transaction under lock grant fence, and returns one Result per user. Duplicates are resolved
@@ -86,34 +90,10 @@ func (r *Repository) IssueBatch(ctx context.Context, couponID uuid.UUID, fence i
 	for i := range wids {
 		wids[i] = uuid.Must(uuid.NewV7())
 	}
-	inserted := make(map[uuid.UUID]time.Time, len(users))
-	held := map[uuid.UUID]bool{}
-	var issued, total int
-	var couponSeen bool
-	rows, err := r.pool.Query(ctx, issueBatchSQL, couponID, wids, users, fence)
-	if err == nil {
-		for rows.Next() {
-			var tag string
-			var id *uuid.UUID
-			var at *time.Time
-			var iq, tq int
-			if err = rows.Scan(&tag, &id, &at, &iq, &tq); err != nil {
-				break
-			}
-			switch tag {
-			case "ins":
-				inserted[*id] = *at
-			case "held":
-				held[*id] = true
-			case "coupon":
-				couponSeen, issued, total = true, iq, tq
-			}
-		}
-		rows.Close()
-		if err == nil {
-			err = rows.Err()
-		}
-	}
+	var issued, total *int
+	var at *time.Time
+	var insertedIDs, heldUsers []uuid.UUID
+	err := r.pool.QueryRow(ctx, issueBatchSQL, couponID, wids, users, fence).Scan(&issued, &total, &at, &insertedIDs, &heldUsers)
 	if err != nil {
 		err = translate("issue batch", err)
 		if errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
@@ -123,20 +103,28 @@ func (r *Repository) IssueBatch(ctx context.Context, couponID uuid.UUID, fence i
 		}
 		return nil, err
 	}
-	if !couponSeen {
+	if issued == nil || total == nil {
 		return nil, r.whyNoCoupon(ctx, couponID, fence)
+	}
+	inserted := make(map[uuid.UUID]bool, len(insertedIDs))
+	for _, id := range insertedIDs {
+		inserted[id] = true
+	}
+	held := make(map[uuid.UUID]bool, len(heldUsers))
+	for _, u := range heldUsers {
+		held[u] = true
 	}
 
 	res := make([]Result, len(users))
 	won := make(map[uuid.UUID]bool, len(users))
 	for i, u := range users {
-		switch at, ok := inserted[wids[i]]; {
-		case ok:
-			res[i] = Result{Outcome: Issued, Entry: WalletEntry{ID: wids[i], CouponID: couponID, UserID: u, IssuedAt: at}}
+		switch {
+		case inserted[wids[i]]:
+			res[i] = Result{Outcome: Issued, Entry: WalletEntry{ID: wids[i], CouponID: couponID, UserID: u, IssuedAt: *at}}
 			won[u] = true
 		case held[u] || won[u]:
 			res[i] = Result{Outcome: AlreadyIssued}
-		case issued >= total:
+		case *issued >= *total:
 			res[i] = Result{Outcome: SoldOut}
 		default:
 			// A winner whose insert met a row committed meanwhile (the user now holds it),
