@@ -94,6 +94,7 @@ func (s *Service) Issue(ctx context.Context, code string, userID uuid.UUID) (Wal
 	if at, ok := ctx.Value(arrivalKey{}).(time.Time); ok && at.Before(start) {
 		arrived = at
 		s.lag.observe(start, start.Sub(at))
+		s.handling.observe(start, at)
 		s.metrics.ArrivalLag.Observe(start.Sub(at).Seconds())
 	}
 	e, err := s.issue(ctx, code, userID, arrived)
@@ -328,16 +329,11 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (grant
 		st.mu.Unlock()
 		return false
 	}
-	if d := s.settle(); d > 0 && st.remaining > 0 && len(st.queue) >= st.remaining {
-		// This batch will sell the coupon out: the stock boundary falls inside it. Requests
-		// that reached the host before it but are still queued for the CPUs (a crowd keeps
-		// them waiting a few ms) would land in the next batch and lose to later arrivals;
-		// waiting as long as requests now wait for this process lets them take their place by
-		// arrival. Once per sell-out.
-		st.mu.Unlock()
-		time.Sleep(d)
-		st.mu.Lock()
-	}
+	// This batch may sell the coupon out: the stock boundary falls inside it. A request that
+	// reached the host before the boundary arrival but is still queued for the CPUs (a crowd
+	// keeps requests waiting milliseconds to be handled) would land in the next batch and lose
+	// to a later arrival; settle waits for it. Once per sell-out.
+	s.settle(st)
 	gen := st.gen // the stock this batch runs against, as far as this instance knows
 	st.queue = s.expire(st.queue, time.Now())
 	var batch []*issueRequest

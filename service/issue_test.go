@@ -43,7 +43,7 @@ func TestFirstComeByArrivalAtTheStockBoundary(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			base := time.Now().Add(-time.Second)
+			base := time.Now().Add(-100 * time.Millisecond)
 			type answer struct {
 				user uuid.UUID
 				err  error
@@ -64,7 +64,7 @@ func TestFirstComeByArrivalAtTheStockBoundary(t *testing.T) {
 				late[i] = uuid.New()
 			}
 			for i := len(late) - 1; i >= 0; i-- {
-				ask(late[i], base.Add(500*time.Millisecond+time.Duration(i)*time.Millisecond))
+				ask(late[i], base.Add(50*time.Millisecond+time.Duration(i)*time.Millisecond))
 			}
 			waitQueued(t, s, "FCFS", 10)
 			if err := held.Unlock(owner); err != nil {

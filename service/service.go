@@ -90,10 +90,12 @@ type Config struct {
 	LockLease time.Duration // 0: watchdog mode; >0: fixed lease (LOCK_LEASE)
 	TxTimeout time.Duration // longest the issue transaction may take; 0 means 5 s
 	MaxBatch  int           // most requests issued in one transaction; 0 means 512
-	// BoundarySettle is the least the batch that will sell a coupon out waits before it is
-	// taken, so that requests that reached the host earlier but are still on their way through
-	// this busy process join it in their place; it waits longer, up to 50 ms, when requests
-	// have recently waited longer than that to be handled. 0 means 5 ms, negative no wait.
+	// BoundarySettle is the least time the batch that will sell a coupon out lets pass after
+	// the arrival at its stock boundary before it is taken, so that requests that reached the
+	// host earlier but are still on their way through this busy process join it in their
+	// place; it waits longer, up to 50 ms, when requests recently waited longer than that to
+	// be handled, or while this process still handles requests that arrived before the
+	// boundary. 0 means 5 ms, negative no wait.
 	BoundarySettle time.Duration
 
 	// Now is the clock of the business rules (issuing windows, expiry, schedules); nil means
@@ -126,6 +128,7 @@ type Service struct {
 	id       string      // this instance, on the facts bus
 	factsOut chan string // notices for the facts bus, published by Run
 	lag      lagWindow   // recent arrival-to-handling waits
+	handling frontier    // how far back the arrivals being handled reach
 
 	mu       sync.RWMutex
 	coupons  map[string]*couponState // by code; only coupons that exist
