@@ -50,13 +50,14 @@ func procAttr(cred *syscall.Credential) *syscall.SysProcAttr {
 type Postgres struct {
 	Port int
 
-	bin     string
-	dir     string
-	cred    *syscall.Credential
-	durable bool
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{}
+	bin      string
+	dir      string
+	cred     *syscall.Credential
+	durable  bool
+	settings []string // extra "name=value" server settings
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	done     chan struct{}
 }
 
 func pgBinDir() (string, error) {
@@ -114,8 +115,9 @@ func NewPostgres(tb testing.TB) *Postgres {
 
 // StartPostgres initialises and starts a PostgreSQL server outside a test (benchmarks); Close
 // removes it. durable keeps PostgreSQL's durability settings at their defaults (fsync,
-// synchronous_commit, full_page_writes on), as a benchmark must; tests turn them off.
-func StartPostgres(durable bool) (*Postgres, error) {
+// synchronous_commit, full_page_writes on), as a benchmark must; tests turn them off. settings
+// are further "name=value" server settings.
+func StartPostgres(durable bool, settings ...string) (*Postgres, error) {
 	bin, err := pgBinDir()
 	if err != nil {
 		return nil, err
@@ -133,7 +135,7 @@ func StartPostgres(durable bool) (*Postgres, error) {
 			return nil, err
 		}
 	}
-	p := &Postgres{bin: bin, dir: dir, cred: cred, durable: durable}
+	p := &Postgres{bin: bin, dir: dir, cred: cred, durable: durable, settings: settings}
 	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", p.dataDir(), "-U", "postgres",
 		"--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C")
 	initdb.SysProcAttr = procAttr(cred)
@@ -175,6 +177,9 @@ func (p *Postgres) start() error {
 	if !p.durable {
 		// A throwaway server for tests: durability is not what they check.
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	for _, kv := range p.settings {
+		args = append(args, "-c", kv)
 	}
 	cmd := exec.Command(filepath.Join(p.bin, "postgres"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
