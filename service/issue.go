@@ -93,9 +93,7 @@ func (s *Service) Issue(ctx context.Context, code string, userID uuid.UUID) (Wal
 	arrived := start
 	if at, ok := ctx.Value(arrivalKey{}).(time.Time); ok && at.Before(start) {
 		arrived = at
-		s.lag.observe(start, start.Sub(at))
-		s.handling.observe(start, at)
-		s.metrics.ArrivalLag.Observe(start.Sub(at).Seconds())
+		s.observeArrival(start, at)
 	}
 	e, err := s.issue(ctx, code, userID, arrived)
 	result := resultOf(err)
@@ -116,8 +114,6 @@ func (s *Service) Issue(ctx context.Context, code string, userID uuid.UUID) (Wal
 	return e, err
 }
 
-// outcome is the issue counter series of a coupon and result, cached: the label set is bounded
-// (existing codes, and "_unknown"), and hashing labels on every answer shows in a crowd.
 type arrivalKey struct{}
 
 // WithArrival tells Issue when the request reached this host (package internal/arrival), so
@@ -126,6 +122,8 @@ func WithArrival(ctx context.Context, at time.Time) context.Context {
 	return context.WithValue(ctx, arrivalKey{}, at)
 }
 
+// outcome is the issue counter series of a coupon and result, cached: the label set is bounded
+// (existing codes, and "_unknown"), and hashing labels on every answer shows in a crowd.
 func (s *Service) outcome(coupon, result string) prometheus.Counter {
 	key := [2]string{coupon, result}
 	if c, ok := s.outcomes.Load(key); ok {
@@ -329,11 +327,7 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (grant
 		st.mu.Unlock()
 		return false
 	}
-	// This batch may sell the coupon out: the stock boundary falls inside it. A request that
-	// reached the host before the boundary arrival but is still queued for the CPUs (a crowd
-	// keeps requests waiting milliseconds to be handled) would land in the next batch and lose
-	// to a later arrival; settle waits for it. Once per sell-out.
-	s.settle(st)
+	s.settle(st)  // a batch that will sell out waits for earlier arrivals still on their way
 	gen := st.gen // the stock this batch runs against, as far as this instance knows
 	st.queue = s.expire(st.queue, time.Now())
 	var batch []*issueRequest

@@ -120,6 +120,14 @@ func (f *frontier) past(t, now time.Time) bool {
 	return sl.ms.Load() != ms || sl.earliest.Load() > t.UnixNano()
 }
 
+// observeArrival records a request handled at now that reached the host at arrived.
+func (s *Service) observeArrival(now, arrived time.Time) {
+	lag := now.Sub(arrived)
+	s.lag.observe(now, lag)
+	s.handling.observe(now, arrived)
+	s.metrics.ArrivalLag.Observe(lag.Seconds())
+}
+
 // maxSettle bounds the boundary settle: past it the process is so far behind that waiting
 // longer would cost everyone in the batch more than arrival order gains.
 const maxSettle = 50 * time.Millisecond
