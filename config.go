@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"time"
+
+	"couponsvc/lock"
 )
 
 // config is the contract's configuration: environment variables, each overridable by a flag
@@ -20,6 +23,8 @@ type config struct {
 	RedisPassword string
 	LockWait      time.Duration
 	LockLease     time.Duration
+	LockWatchdog  time.Duration
+	Advertise     string
 	SeedDemo      bool
 	MaxInFlight   int
 	AdminToken    string
@@ -38,6 +43,8 @@ var settings = []setting{
 	{"REDIS_PASSWORD", "", "Redis password"},
 	{"LOCK_WAIT", "3s", "longest a request waits for a coupon's lock before answering 503"},
 	{"LOCK_LEASE", "0", "0 = watchdog mode (lease renewed while held); >0 = fixed lease"},
+	{"LOCK_WATCHDOG_TIMEOUT", lock.DefaultWatchdogTimeout.String(), "watchdog lease (Redisson's lockWatchdogTimeout), renewed at a third of it: a crashed holder frees a coupon within it"},
+	{"ADVERTISE_ADDR", "", "host:port at which the other instances reach this one (default: HTTP_ADDR's host, or this host's first non-loopback IPv4, and its port)"},
 	{"SEED_DEMO_COUPONS", "true", "create tiers A0001/B0001/C0001 if absent"},
 	{"MAX_INFLIGHT", "4096", "issue requests in progress per instance; beyond it, 429 at once"},
 	{"ADMIN_TOKEN", "", "bearer token for /api/v1/admin/*; empty disables those routes"},
@@ -90,6 +97,15 @@ func loadConfig(name string, args []string, getenv func(string) string, stderr i
 	}
 	if cfg.LockLease, err = time.ParseDuration(get("LOCK_LEASE")); err != nil || cfg.LockLease < 0 {
 		bad("LOCK_LEASE", "must be 0 (watchdog) or a positive duration such as 10s")
+	}
+	if cfg.LockWatchdog, err = time.ParseDuration(get("LOCK_WATCHDOG_TIMEOUT")); err != nil || cfg.LockWatchdog < 300*time.Millisecond {
+		bad("LOCK_WATCHDOG_TIMEOUT", "must be a duration of at least 300ms such as 1.5s")
+	}
+	cfg.Advertise = get("ADVERTISE_ADDR")
+	if cfg.Advertise != "" {
+		if _, _, err := net.SplitHostPort(cfg.Advertise); err != nil {
+			bad("ADVERTISE_ADDR", "must be host:port")
+		}
 	}
 	if cfg.SeedDemo, err = strconv.ParseBool(get("SEED_DEMO_COUPONS")); err != nil {
 		bad("SEED_DEMO_COUPONS", "must be true or false")

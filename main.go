@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -33,6 +34,7 @@ import (
 	"couponsvc/internal/arrival"
 	"couponsvc/internal/metrics"
 	"couponsvc/internal/notify"
+	"couponsvc/internal/peer"
 	"couponsvc/lock"
 	"couponsvc/repository"
 	"couponsvc/service"
@@ -123,6 +125,23 @@ func migrate(ctx context.Context, repo *repository.Repository, cfg config, log *
 	}
 }
 
+// advertiseAddr is the address at which the other instances reach this one when
+// ADVERTISE_ADDR is not set: the listener's own IP, or, when it listens on every interface,
+// this host's first non-loopback IPv4 (a pod's IP), with the listener's port.
+func advertiseAddr(l *net.TCPAddr) string {
+	port := strconv.Itoa(l.Port)
+	if !l.IP.IsUnspecified() {
+		return net.JoinHostPort(l.IP.String(), port)
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+			return net.JoinHostPort(n.IP.String(), port)
+		}
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}
+
 // redactDSN drops the password from a DSN so that it can be logged.
 func redactDSN(dsn string) string {
 	pcfg, err := pgxpool.ParseConfig(dsn)
@@ -134,13 +153,24 @@ func redactDSN(dsn string) string {
 }
 
 func serve(ctx context.Context, cfg config, repo *repository.Repository, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	advertise := cfg.Advertise
+	if advertise == "" {
+		advertise = advertiseAddr(ln.Addr().(*net.TCPAddr))
+	}
 	nodes := lock.NewNodes(cfg.RedisAddrs, cfg.RedisPassword)
-	locks := lock.New(nodes)
+	// Each grant of a coupon's lock carries this instance's address: the others forward that
+	// coupon's requests to it (service/forward.go).
+	locks := lock.New(nodes, lock.WithWatchdogTimeout(cfg.LockWatchdog), lock.WithHolderInfo(advertise))
 	defer locks.Close()
 
 	m := metrics.New()
 	svc := service.New(repo, service.NewLocker(locks), service.Config{
 		LockWait: cfg.LockWait, LockLease: cfg.LockLease,
+		Advertise: advertise, Peers: peer.NewClient(),
 		Bus:   notify.New(nodes, "couponsvc:coupon-changed"),
 		Facts: notify.New(nodes, "couponsvc:coupon-facts"),
 	}, m, log)
@@ -168,12 +198,9 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 		BaseContext:    func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 		ConnContext:    arrival.ConnContext,
 	}
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	log.Info("serving", "addr", ln.Addr().String(), "version", version,
+	log.Info("serving", "addr", ln.Addr().String(), "advertise", advertise, "version", version,
 		"redis_nodes", len(cfg.RedisAddrs), "lock_wait", cfg.LockWait.String(), "lock_lease", cfg.LockLease.String(),
+		"lock_watchdog_timeout", cfg.LockWatchdog.String(),
 		"database", redactDSN(cfg.DatabaseURL), "admin_api", cfg.AdminToken != "")
 
 	errc := make(chan error, 1)
@@ -184,6 +211,8 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	case <-ctx.Done():
 	}
 	log.Info("shutting down: draining in-flight requests", "drain", shutdownDrain.String())
+	svc.Drain() // hand the coupons this instance owns over to the others
+
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownDrain)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

@@ -3,6 +3,8 @@ package handler
 import (
 	"net/http"
 
+	"couponsvc/internal/peer"
+
 	"github.com/gin-gonic/gin"
 	swaggerFiles "github.com/swaggo/files"
 	ginSwagger "github.com/swaggo/gin-swagger"
@@ -28,6 +30,9 @@ func (h *Handler) routes(r *gin.Engine) {
 		admin.POST("/schedules", h.createSchedule)
 		admin.GET("/schedules", h.listSchedules)
 	}
+
+	// Between instances only (see package peer); the Ingress does not route it.
+	r.POST(peer.Route, h.peerBatch)
 
 	r.GET("/swagger", func(c *gin.Context) { c.Redirect(http.StatusMovedPermanently, "/swagger/index.html") })
 	r.GET("/swagger/*any", ginSwagger.WrapHandler(swaggerFiles.Handler))

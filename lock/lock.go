@@ -75,6 +75,7 @@ func ownerOf(ctx context.Context) (string, error) {
 type Option func(*config)
 
 type config struct {
+	holderInfo      string
 	watchdogTimeout time.Duration
 	renewInterval   time.Duration
 	driftFactor     float64
@@ -83,12 +84,25 @@ type config struct {
 	keyPrefix       string
 }
 
+// DefaultWatchdogTimeout is the lease used when no lease is given. Redisson's lockWatchdogTimeout
+// is 30 s; a flash crowd cannot wait that long for a crashed holder's lock, so the default here
+// frees a dead holder's lock within 1.5 s. A live holder renews every 500 ms (a third of it), so
+// it loses the lock only when two renewals in a row fail or it stalls for about a second: far
+// beyond Go's GC pauses (sub-millisecond) and ordinary scheduling delays. When it does lose it,
+// Lost closes and the protected store's fencing check refuses its late writes.
+const DefaultWatchdogTimeout = 1500 * time.Millisecond
+
 // WithWatchdogTimeout sets the lease used when no lease is given (Redisson's
-// lockWatchdogTimeout). Default 30s.
+// lockWatchdogTimeout). Default DefaultWatchdogTimeout.
 func WithWatchdogTimeout(d time.Duration) Option { return func(c *config) { c.watchdogTimeout = d } }
 
+// WithHolderInfo sets a short string (no spaces) stored with every grant of this Client, for
+// other processes to read with Mutex.Holder: for instance the address at which the holder can
+// be reached. Anyone who can write to the nodes can forge it, so treat it as a hint to verify.
+func WithHolderInfo(info string) Option { return func(c *config) { c.holderInfo = info } }
+
 // WithRenewInterval sets how often the watchdog renews a lease. Default (and whenever it is not
-// below the watchdog timeout): the watchdog timeout divided by 3 (10s), so two renewals can fail
+// below the watchdog timeout): the watchdog timeout divided by 3, so two renewals can fail
 // before the lease runs out.
 func WithRenewInterval(d time.Duration) Option { return func(c *config) { c.renewInterval = d } }
 
@@ -123,6 +137,7 @@ type Client struct {
 	id     string
 	seq    atomic.Uint64
 	subs   *subscriber
+	sweep  *sweeper
 
 	mu     sync.Mutex
 	locks  map[string]*state // by lock name; present while held, awaited or lost-but-unreported
@@ -137,7 +152,7 @@ type Client struct {
 // The Client owns the node clients and closes them in Close.
 func New(nodes []redis.UniversalClient, opts ...Option) *Client {
 	cfg := config{
-		watchdogTimeout: 30 * time.Second,
+		watchdogTimeout: DefaultWatchdogTimeout,
 		driftFactor:     0.01,
 		nodeTimeout:     100 * time.Millisecond,
 		fallbackRetry:   500 * time.Millisecond,
@@ -146,6 +161,7 @@ func New(nodes []redis.UniversalClient, opts ...Option) *Client {
 	for _, o := range opts {
 		o(&cfg)
 	}
+	cfg.holderInfo = strings.Join(strings.Fields(cfg.holderInfo), "_") // Holder splits at the first space
 	if cfg.renewInterval <= 0 || cfg.renewInterval >= cfg.watchdogTimeout {
 		cfg.renewInterval = cfg.watchdogTimeout / 3
 	}
@@ -163,6 +179,7 @@ func New(nodes []redis.UniversalClient, opts ...Option) *Client {
 		done:   make(chan struct{}),
 	}
 	c.subs = newSubscriber(c)
+	c.sweep = newSweeper(c)
 	return c
 }
 
@@ -206,9 +223,14 @@ func (c *Client) nameOf(channel string) (string, bool) {
 }
 
 // grantValue is the value stored under the lock key for one grant: unique per grant, and it
-// says which client and owner hold it (useful when reading keys by hand).
+// says which client and owner hold it (useful when reading keys by hand), preceded by the
+// Client's holder info and a space when it has one (see Holder).
 func (c *Client) grantValue(owner string) string {
-	return fmt.Sprintf("%s:%d:%s", c.id, c.seq.Add(1), owner)
+	v := fmt.Sprintf("%s:%d:%s", c.id, c.seq.Add(1), owner)
+	if c.cfg.holderInfo != "" {
+		v = c.cfg.holderInfo + " " + v
+	}
+	return v
 }
 
 // state is the process-local state of one lock name. Guarded by Client.mu.

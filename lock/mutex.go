@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
@@ -217,6 +218,9 @@ func (c *Client) attempt(ctx context.Context, name, owner string, lease time.Dur
 	err := rm.LockContext(ctx)
 	if err != nil {
 		v := classify(err)
+		if v.unreachable > 0 {
+			c.sweep.add(name, value) // a stalled node may still run our SET NX
+		}
 		if c.lostQuorum(v) {
 			return nil, attemptResult{outcome: unavailable}
 		}
@@ -232,7 +236,9 @@ func (c *Client) attempt(ctx context.Context, name, owner string, lease time.Dur
 	}
 	// The token could not be made safe (no quorum, or the grant expired meanwhile): give the
 	// grant back rather than hand out a lock without a valid token.
-	_, _ = rm.UnlockContext(ctx)
+	if _, uerr := rm.UnlockContext(ctx); classify(uerr).unreachable > 0 {
+		c.sweep.add(name, value)
+	}
 	if err != nil {
 		return nil, attemptResult{outcome: unavailable}
 	}
@@ -341,6 +347,9 @@ func (m *Mutex) Unlock(ctx context.Context) error {
 	<-g.done // the watchdog has stopped: redsync's Mutex is not safe for concurrent use
 
 	ok, rerr := g.rm.UnlockContext(context.WithoutCancel(ctx))
+	if classify(rerr).unreachable > 0 {
+		c.sweep.add(m.name, g.value) // nodes that missed the release drop the key when they answer
+	}
 	switch {
 	case ok:
 		err = nil
@@ -501,4 +510,53 @@ func (m *Mutex) RemainingLease(ctx context.Context) (time.Duration, error) {
 	// The key lives while a quorum has it: the quorum-th longest TTL.
 	slices.SortFunc(ttls, func(a, b time.Duration) int { return int(b - a) })
 	return ttls[c.quorum-1], nil
+}
+
+// Holder returns the holder info (WithHolderInfo) of the grant that holds the lock, and
+// whether a quorum of nodes agrees on it. When this process holds the lock it answers from
+// memory. Otherwise it reads the key on every node: info is "" when no node that answered
+// has a grant carrying info. A value read from a minority (agreed false) still helps a process
+// cut off from the quorum find the holder, but, like any value read from the nodes, it is a
+// hint: whoever acts on it must have the holder confirm. ErrUnavailable when no node answers.
+func (m *Mutex) Holder(ctx context.Context) (info string, agreed bool, err error) {
+	c := m.c
+	c.mu.Lock()
+	st := c.locks[m.name]
+	local := st != nil && st.holder != nil && !st.holder.ending
+	c.mu.Unlock()
+	if local {
+		return c.cfg.holderInfo, true, nil
+	}
+	replies := onNodes(ctx, c, func(ctx context.Context, n redis.UniversalClient) (string, error) {
+		v, err := n.Get(ctx, c.key(m.name)).Result()
+		if errors.Is(err, redis.Nil) {
+			return "", nil
+		}
+		return v, err
+	}, nil)
+	votes := map[string]int{}
+	answered := 0
+	for _, r := range replies {
+		if r.err != nil {
+			continue
+		}
+		answered++
+		if r.v != "" {
+			votes[r.v]++
+		}
+	}
+	if answered == 0 {
+		return "", false, m.wrap("holder", ErrUnavailable)
+	}
+	best, n := "", 0
+	for v, k := range votes {
+		if k > n || (k == n && v < best) {
+			best, n = v, k
+		}
+	}
+	info, _, hasInfo := strings.Cut(best, " ")
+	if !hasInfo {
+		info = ""
+	}
+	return info, n >= c.quorum, nil
 }

@@ -33,6 +33,7 @@ func NewNodes(addrs []string, password string) []redis.UniversalClient {
 			ReadTimeout:           200 * time.Millisecond,
 			WriteTimeout:          200 * time.Millisecond,
 			PoolTimeout:           300 * time.Millisecond,
+			PoolSize:              nodePoolSize,
 			MaxRetries:            -1,
 			ContextTimeoutEnabled: true,
 			DisableIdentity:       true,
@@ -43,6 +44,14 @@ func NewNodes(addrs []string, password string) []redis.UniversalClient {
 	}
 	return nodes
 }
+
+// nodePoolSize is the connections per node. Every coupon being acquired, renewed or released
+// at a moment has a call in flight on every node (plus the pub/sub and facts connections), and
+// a call that waits for a pooled connection spends its node timeout waiting: with go-redis's
+// default (10 per CPU, 20 here) a hundred coupons opening together made healthy nodes look
+// unreachable. 256 covers a few hundred coupons busy at once; a Redis node serves thousands
+// of connections, and idle ones close after go-redis's idle timeout (30 min) at a few KB each.
+const nodePoolSize = 256
 
 // bounded runs fn with a context that ends after d and returns when fn returns or d has passed,
 // whichever is first. It does not trust the client to honour the deadline: a node frozen by

@@ -71,7 +71,9 @@ func (c *Client) keepAlive(st *state, g *grant) {
 			if c.lose(st, g) {
 				// Give back whatever is left of the key so others need not wait out its TTL;
 				// the script deletes it only where it still holds our value.
-				_, _ = g.rm.UnlockContext(context.Background())
+				if _, err := g.rm.UnlockContext(context.Background()); classify(err).unreachable > 0 {
+					c.sweep.add(st.name, g.value)
+				}
 			}
 			return
 		case <-renew:

@@ -44,6 +44,14 @@ type couponState struct {
 	// MetaRefresh), lowered by this instance's batches. Only the boundary settle uses it.
 	remaining int
 	gen       uint64 // bumped when the stock changes: older sold-out findings are void
+
+	// Between instances (see forward.go).
+	owner      bool          // this instance holds the coupon's lock and serves forwarded requests
+	ownerAddr  string        // the instance that owns the coupon elsewhere, as last learned
+	misdirect  misdirected   // an address that recently said it is not the owner
+	confirming bool          // a sold-out learned from the owner is being checked
+	more       chan struct{} // a request joined the queue (capacity 1): wakes a lingering owner
+	sends      chan struct{} // a slot per batch being forwarded (capacity maxSends)
 }
 
 // known answers from committed facts alone: ErrAlreadyIssued for a known holder, ErrSoldOut
@@ -69,6 +77,11 @@ type issueRequest struct {
 	// unanswered by PostgreSQL (abandoned: timed out or its client went away). A request
 	// answered LOCK_TIMEOUT can then never be issued afterwards.
 	state atomic.Int32
+	// forwarded: another instance sent it here because this one owns the coupon; if this one
+	// stops owning it before it is issued, it goes back (errMisdirected). relayed: an instance
+	// cut off from the Redis quorum handed it here to be served as if it had arrived here; it
+	// is not relayed again.
+	forwarded, relayed bool
 }
 
 const (
@@ -169,75 +182,121 @@ func (s *Service) issue(ctx context.Context, code string, userID uuid.UUID, arri
 	if err := st.window.Load().check(s.now()); err != nil {
 		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, err)
 	}
-	var req *issueRequest
 	st.mu.Lock()
-	known := st.known(userID)
-	if known == nil {
-		req = &issueRequest{ctx: ctx, user: userID, arrived: arrived, deadline: arrived.Add(s.cfg.LockWait), done: make(chan issueOutcome, 1)}
-		st.queue = insertByArrival(st.queue, req)
-		if !st.draining {
-			st.draining = true
-			go s.drain(st)
-		}
-	}
+	req, known := s.enqueueLocked(ctx, st, userID, arrived)
 	st.mu.Unlock()
 	if known != nil {
 		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, known)
 	}
-
-	// A queued request is answered at its deadline even while the drainer is busy (a slow
-	// transaction); once taken into a batch, it waits for the batch's outcome, which the
-	// transaction timeout bounds.
-	timer := time.NewTimer(time.Until(req.deadline))
-	defer timer.Stop()
-	var out issueOutcome
-	select {
-	case out = <-req.done:
-	case <-timer.C:
-		if req.state.CompareAndSwap(queued, abandoned) {
-			s.metrics.LockWait.Observe(s.cfg.LockWait.Seconds())
-			return WalletEntry{}, fmt.Errorf("issue %s: %w: waited %v", code, ErrLockTimeout, s.cfg.LockWait)
-		}
-		out = <-req.done
-	case <-ctx.Done():
-		// A request already in a batch is decided there; its row, if any, is the user's.
-		req.state.CompareAndSwap(queued, abandoned)
-		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, ctx.Err())
-	}
+	out := s.await(ctx, req)
 	if out.err != nil {
 		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, out.err)
 	}
 	return out.entry, nil
 }
 
-// drain serves the coupon's queue until it is empty.
+// enqueueLocked answers from committed facts when they decide (the returned error), or queues
+// a request for userID in its place by arrival and makes sure a drainer serves it. st.mu is
+// held.
+func (s *Service) enqueueLocked(ctx context.Context, st *couponState, userID uuid.UUID, arrived time.Time) (*issueRequest, error) {
+	if known := st.known(userID); known != nil {
+		return nil, known
+	}
+	req := &issueRequest{ctx: ctx, user: userID, arrived: arrived, deadline: arrived.Add(s.cfg.LockWait), done: make(chan issueOutcome, 1)}
+	st.queue = insertByArrival(st.queue, req)
+	s.kickLocked(st)
+	return req, nil
+}
+
+// kickLocked makes sure a drainer serves the coupon's queue, and wakes an owner that lingers
+// for more. st.mu is held.
+func (s *Service) kickLocked(st *couponState) {
+	if !st.draining {
+		st.draining = true
+		go s.drain(st)
+	}
+	select {
+	case st.more <- struct{}{}:
+	default:
+	}
+}
+
+// await waits for a queued request's outcome. A queued request is answered at its deadline
+// even while the drainer is busy (a slow transaction); once taken into a batch, it waits for
+// the batch's outcome, which the transaction timeout bounds.
+func (s *Service) await(ctx context.Context, req *issueRequest) issueOutcome {
+	timer := time.NewTimer(time.Until(req.deadline))
+	defer timer.Stop()
+	select {
+	case out := <-req.done:
+		return out
+	case <-timer.C:
+		if req.state.CompareAndSwap(queued, abandoned) {
+			s.metrics.LockWait.Observe(s.cfg.LockWait.Seconds())
+			return issueOutcome{err: fmt.Errorf("%w: waited %v", ErrLockTimeout, s.cfg.LockWait)}
+		}
+		return <-req.done
+	case <-ctx.Done():
+		// A request already in a batch is decided there; its row, if any, is the user's.
+		req.state.CompareAndSwap(queued, abandoned)
+		return issueOutcome{err: ctx.Err()}
+	}
+}
+
+// drain serves the coupon's queue until it is empty: as the coupon's owner under its lock, or
+// by forwarding the queue to the instance that owns it (see forward.go).
 func (s *Service) drain(st *couponState) {
 	name := lockName(st.coupon.Code)
 	m := s.locks.Mutex(name)
 	ctx := lock.WithOwner(context.Background(), lock.NewOwner())
+	cluster := s.cfg.Peers != nil
 	var unavailableSince time.Time
 	for {
 		st.mu.Lock()
 		st.queue = s.expire(st.queue, time.Now())
+		s.bounceLocked(st) // this instance does not own the coupon now
 		if len(st.queue) == 0 {
 			st.draining = false
 			st.mu.Unlock()
 			return
 		}
-		wait := time.Until(st.queue[0].deadline)
+		wait := max(time.Until(st.queue[0].deadline), 0)
+		owner := st.ownerAddr
 		st.mu.Unlock()
 
+		if owner != "" {
+			s.forward(st, owner, false, wait)
+			continue
+		}
+		// Alone, wait for the lock as long as the head of the queue may; in a cluster, make
+		// one attempt and otherwise look for the owner to forward to.
+		try := wait
+		if cluster {
+			try = 0
+		}
 		waitStart := time.Now()
-		err := m.TryLock(ctx, max(wait, 0), s.cfg.LockLease)
+		err := m.TryLock(ctx, try, s.cfg.LockLease)
+		if cluster && errors.Is(err, lock.ErrTimeout) {
+			if s.learnOwner(ctx, st, m) {
+				continue
+			}
+			err = m.TryLock(ctx, min(wait, ownerPoll), s.cfg.LockLease)
+		}
 		s.metrics.LockWait.Observe(time.Since(waitStart).Seconds())
 		switch {
 		case errors.Is(err, lock.ErrTimeout):
-			continue // the head's deadline passed: expire() answers it next round
+			continue // the head's deadline passed (expire() answers it next round), or look again
 		case errors.Is(err, lock.ErrUnavailable):
+			// Cut off from the quorum: the owner may still be found on the nodes this
+			// instance reaches, or another instance may serve the queue (relay).
+			if cluster && (s.learnOwner(ctx, st, m) || s.relay(st, wait)) {
+				unavailableSince = time.Time{}
+				continue
+			}
 			// A first miss of the quorum may be one slow answer on a loaded machine: keep
 			// trying for a moment before failing the whole queue.
 			if unavailableSince.IsZero() {
-				unavailableSince = time.Now()
+				unavailableSince = waitStart
 			}
 			if time.Since(unavailableSince) < unavailableGrace {
 				time.Sleep(unavailableGrace / 5)
@@ -252,31 +311,61 @@ func (s *Service) drain(st *couponState) {
 			continue
 		}
 		unavailableSince = time.Time{}
-		s.holdAndIssue(ctx, st, m)
+		s.own(ctx, st, m)
 	}
 }
 
-// holdAndIssue runs batches under one grant while requests keep coming, for at most keepGrant,
-// then releases the lock. Acquiring a grant and its fencing token costs three sequential
-// quorum round trips, which under a crowd took as long as the batch's transaction; holding on
-// for back-to-back batches spends them once, and keepGrant bounds how long other instances
-// wait for their turn.
-func (s *Service) holdAndIssue(ctx context.Context, st *couponState, m Mutex) {
+// own runs batches under one grant of the coupon's lock. Alone, it keeps the grant while
+// requests keep coming, for at most keepGrant: acquiring a grant and its fencing token costs
+// three sequential quorum round trips, which under a crowd took as long as the batch's
+// transaction. In a cluster this instance is the coupon's owner: the others forward their
+// requests to it, so it keeps the grant while requests keep coming and ownerLinger after the
+// last, and lets go when a batch fails, the grant is lost or the service drains.
+func (s *Service) own(ctx context.Context, st *couponState, m Mutex) {
 	held := time.Now()
 	lost := m.Lost(ctx)
-	for s.runBatch(ctx, st, m) && time.Since(held) < keepGrant {
-		select {
-		case <-lost:
-		default:
-			st.mu.Lock()
-			more := len(st.queue) > 0
-			st.mu.Unlock()
-			if more {
-				continue
-			}
+	cluster := s.cfg.Peers != nil
+	st.mu.Lock()
+	st.owner = cluster
+	st.ownerAddr = ""
+	st.mu.Unlock()
+	lastWork := held
+	linger := time.NewTimer(ownerLinger)
+	defer linger.Stop()
+	for {
+		ran, good := s.runBatch(ctx, st, m)
+		if ran && !good {
+			break
 		}
-		break
+		if ran {
+			lastWork = time.Now()
+		}
+		if isClosed(lost) || (!cluster && time.Since(held) >= keepGrant) {
+			break
+		}
+		st.mu.Lock()
+		st.queue = s.expire(st.queue, time.Now())
+		if len(st.queue) > 0 {
+			st.mu.Unlock()
+			continue
+		}
+		idle := time.Since(lastWork)
+		if !cluster || s.draining.Load() || idle >= ownerLinger {
+			st.owner = false // from here on, forwarded batches are refused
+			st.mu.Unlock()
+			break
+		}
+		st.mu.Unlock()
+		linger.Reset(ownerLinger - idle)
+		select {
+		case <-st.more:
+		case <-linger.C:
+		case <-lost:
+		}
 	}
+	st.mu.Lock()
+	st.owner = false
+	st.mu.Unlock()
 	s.unlock(ctx, m)
 	s.metrics.LockHold.Observe(time.Since(held).Seconds())
 }
@@ -316,16 +405,17 @@ func (s *Service) failAll(st *couponState, err error) {
 }
 
 // runBatch issues the front of the queue in one transaction under the lock and answers each
-// request; it reports whether the grant can serve another batch (false when there was nothing
-// to do, the token was stale, or the transaction failed).
-func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (grantStillGood bool) {
+// request; it reports whether it answered any request, and whether the grant can serve
+// another batch (false when the token was stale or the transaction failed).
+func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (ran, good bool) {
 	st.mu.Lock()
 	if st.final {
 		// Sold out with the complete holder set known (see loadHolders): those who queued
 		// while it was found need no transaction either.
+		ran = len(st.queue) > 0
 		s.answerFromFacts(st)
 		st.mu.Unlock()
-		return false
+		return ran, true
 	}
 	s.settle(st)  // a batch that will sell out waits for earlier arrivals still on their way
 	gen := st.gen // the stock this batch runs against, as far as this instance knows
@@ -343,7 +433,7 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (grant
 	var results []repository.Result
 	var err error
 	if len(batch) == 0 {
-		return false
+		return false, true
 	}
 	results, err = s.issueBatch(ctx, st, m, batch)
 	s.metrics.BatchSize.Observe(float64(len(batch)))
@@ -358,7 +448,7 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (grant
 			}
 		}
 		s.requeue(st, batch)
-		return false
+		return true, false
 	}
 	if err != nil {
 		err = s.translate(err)
@@ -368,7 +458,7 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (grant
 		for _, r := range batch {
 			r.done <- issueOutcome{err: err}
 		}
-		return false
+		return true, false
 	}
 
 	var retry []*issueRequest
@@ -411,7 +501,7 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (grant
 	if learnFinal {
 		s.loadHolders(ctx, st, gen)
 	}
-	return len(retry) == 0
+	return true, len(retry) == 0
 }
 
 // answerFromFacts answers every queued request of a coupon whose sold-out holder set is final:
@@ -460,14 +550,17 @@ func (s *Service) unlock(ctx context.Context, m Mutex) {
 	}
 }
 
-// requeue puts undecided requests back at the front of the queue, in their order.
+// requeue puts undecided requests back in the queue in their place by arrival, and makes sure
+// a drainer serves them.
 func (s *Service) requeue(st *couponState, reqs []*issueRequest) {
 	for _, r := range reqs {
 		r.state.Store(queued)
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.queue = append(append(make([]*issueRequest, 0, len(reqs)+len(st.queue)), reqs...), st.queue...)
+	st.queue = append(st.queue, reqs...)
+	slices.SortStableFunc(st.queue, func(a, b *issueRequest) int { return a.arrived.Compare(b.arrived) })
+	s.kickLocked(st)
 }
 
 // loadHolders reads the complete, now final, set of holders of a sold-out coupon, so that every
@@ -498,10 +591,27 @@ func insertByArrival(queue []*issueRequest, r *issueRequest) []*issueRequest {
 	return slices.Insert(queue, i, r)
 }
 
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
 func lockName(code string) string { return "coupon:" + code }
 
 // keepGrant is the longest one grant of a coupon's lock is kept for back-to-back batches.
 const keepGrant = 100 * time.Millisecond
+
+// ownerLinger is how long the owner of a coupon keeps its lock after the last request, so that
+// a crowd's pauses do not move the ownership (and the forwarding) between instances.
+const ownerLinger = 500 * time.Millisecond
+
+// ownerPoll bounds one wait for a coupon's lock when another instance holds it, so that a new
+// owner is found (and forwarded to) soon after it takes over.
+const ownerPoll = 250 * time.Millisecond
 
 // unavailableGrace is how long the drainer keeps trying to reach a Redis quorum before it
 // answers the queue 503 UNAVAILABLE: long enough to ride out one slow answer, far shorter than

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"couponsvc/internal/metrics"
@@ -59,6 +60,9 @@ type Mutex interface {
 	Unlock(ctx context.Context) error
 	Fence(ctx context.Context) (int64, bool)
 	Lost(ctx context.Context) <-chan struct{}
+	// Holder returns the holder info of whoever holds the lock (the owner's address), and
+	// whether a quorum of nodes agrees on it.
+	Holder(ctx context.Context) (info string, agreed bool, err error)
 }
 
 // Locker hands out named mutexes over the Redis quorum.
@@ -101,6 +105,11 @@ type Config struct {
 	// Now is the clock of the business rules (issuing windows, expiry, schedules); nil means
 	// time.Now. Tests move it by the millisecond.
 	Now func() time.Time
+	// Advertise is the address at which the other instances reach this one (it must be the
+	// lock client's holder info), and Peers carries requests to them; with Peers nil, this
+	// instance forwards nothing and takes each coupon's lock for its own batches.
+	Advertise string
+	Peers     Peers
 	// Bus carries coupon changes to the other instances; nil for a single instance.
 	Bus Bus
 	// Facts carries what each batch committed (holders, sold-out) to the other instances, so
@@ -129,6 +138,8 @@ type Service struct {
 	factsOut chan string // notices for the facts bus, published by Run
 	lag      lagWindow   // recent arrival-to-handling waits
 	handling frontier    // how far back the arrivals being handled reach
+	peers    peerSet     // other instances seen, to relay to when cut off from the quorum
+	draining atomic.Bool // shutting down: owners let go of their coupons
 
 	mu       sync.RWMutex
 	coupons  map[string]*couponState // by code; only coupons that exist
@@ -209,7 +220,7 @@ func (s *Service) state(ctx context.Context, code string) (*couponState, error) 
 
 func newCouponState(c Coupon) *couponState {
 	st := &couponState{coupon: c, holders: map[uuid.UUID]struct{}{}, total: c.TotalQuantity,
-		remaining: c.TotalQuantity - c.IssuedQuantity}
+		remaining: c.TotalQuantity - c.IssuedQuantity, more: make(chan struct{}, 1), sends: make(chan struct{}, maxSends)}
 	st.window.Store(windowOf(c))
 	return st
 }
@@ -296,6 +307,21 @@ func (s *Service) UserWallet(ctx context.Context, userID uuid.UUID, status Walle
 		}
 	}
 	return out, nil
+}
+
+// Drain starts the shutdown of this instance's issuing: each coupon it owns is let go as soon
+// as its queue is empty, and batches forwarded to it are refused, so the other instances take
+// the coupons over while this one finishes what it has.
+func (s *Service) Drain() {
+	s.draining.Store(true)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, st := range s.coupons {
+		select {
+		case st.more <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Ready reports whether PostgreSQL and a quorum of the Redis nodes answer.

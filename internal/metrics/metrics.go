@@ -34,6 +34,10 @@ type Metrics struct {
 	// Redemptions counts redemption answers by result (redeemed, already_redeemed, expired,
 	// not_owner, below_minimum, not_found, unavailable, error).
 	Redemptions *prometheus.CounterVec
+	// PeerBatches counts batches of issue requests sent to another instance, by kind (forward:
+	// to the coupon's owner; relay: cut off from the Redis quorum, to any instance) and result
+	// (ok, misdirected: the receiver does not own the coupon, error: not reached or no answer).
+	PeerBatches *prometheus.CounterVec
 	// CouponsMaterialised counts the daily coupons this instance created from schedules.
 	CouponsMaterialised prometheus.Counter
 }
@@ -83,12 +87,15 @@ func New() *Metrics {
 		Redemptions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "couponsvc_redeem_total", Help: "Redemption requests by result.",
 		}, []string{"result"}),
+		PeerBatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "couponsvc_peer_batches_total", Help: "Batches of issue requests sent to another instance, by kind and result.",
+		}, []string{"kind", "result"}),
 		CouponsMaterialised: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "couponsvc_schedule_coupons_created_total", Help: "Daily coupons this instance created from schedules.",
 		}),
 	}
 	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.IssueOutcomes, m.LockWait, m.LockHold,
-		m.TxDuration, m.ArrivalLag, m.BatchSize, m.InFlight, m.Redemptions, m.CouponsMaterialised,
+		m.TxDuration, m.ArrivalLag, m.BatchSize, m.InFlight, m.Redemptions, m.PeerBatches, m.CouponsMaterialised,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -1,0 +1,37 @@
+package handler
+
+import (
+	"errors"
+	"net/http"
+
+	"couponsvc/internal/peer"
+	"couponsvc/service"
+
+	"github.com/gin-gonic/gin"
+)
+
+// peerBatch serves a batch of issue requests that another instance forwarded to this one as
+// the coupon's owner, or relayed (package peer). It is not part of the public API: the
+// Ingress does not route /internal.
+func (h *Handler) peerBatch(c *gin.Context) {
+	b, err := peer.DecodeBatch(c.Request.Body, c.Param("code"))
+	if err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	rs, err := h.svc.Receive(c.Request.Context(), b)
+	if errors.Is(err, service.ErrMisdirected) {
+		writeError(c, peer.StatusMisdirected, "MISDIRECTED", "this instance does not own the coupon")
+		return
+	}
+	if err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	body, err := peer.EncodeResults(rs)
+	if err != nil {
+		writeServiceError(c, err)
+		return
+	}
+	c.Data(http.StatusOK, "application/json", body)
+}

@@ -1,0 +1,163 @@
+// Package peer carries issue requests between couponsvc instances over HTTP: a batch for one
+// coupon, forwarded to the instance that owns the coupon or relayed to any instance (see the
+// service package's forward.go). It is the wire format and the client; the handler package
+// serves Path.
+package peer
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"couponsvc/service"
+
+	"github.com/google/uuid"
+)
+
+// Route is the peer endpoint's route (gin syntax). It is for the instances only: the Ingress
+// routes /api/v1 and /swagger, never /internal.
+const Route = "/internal/v1/coupons/:code/batch"
+
+// MaxBody bounds a batch's encoded size (MaxBatch requests of about 60 bytes each, with room).
+const MaxBody = 256 << 10
+
+// StatusMisdirected answers a batch forwarded to an instance that does not own the coupon.
+const StatusMisdirected = http.StatusMisdirectedRequest
+
+type batch struct {
+	From     string    `json:"from"`
+	Relay    bool      `json:"relay,omitempty"`
+	Requests []request `json:"requests"`
+}
+
+type request struct {
+	User    uuid.UUID `json:"u"`
+	Arrived int64     `json:"a"` // Unix ns at the host that received it
+}
+
+type results struct {
+	Results []result `json:"results"`
+}
+
+type result struct {
+	Result string `json:"r"`
+	Entry  *entry `json:"e,omitempty"`
+}
+
+type entry struct {
+	ID             uuid.UUID `json:"id"`
+	CouponCode     string    `json:"couponCode"`
+	UserID         uuid.UUID `json:"userId"`
+	DiscountAmount int64     `json:"discountAmount"`
+	IssuedAt       time.Time `json:"issuedAt"`
+	ExpiresAt      time.Time `json:"expiresAt"`
+}
+
+// Client sends batches to other instances. It is safe for concurrent use.
+type Client struct {
+	hc *http.Client
+}
+
+// NewClient returns a Client that keeps connections to the other instances open.
+func NewClient() *Client {
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 32,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	return &Client{hc: &http.Client{Transport: tr}}
+}
+
+// Send implements service.Peers: it posts the batch to the instance at addr (host:port) and
+// returns its results, service.ErrMisdirected when that instance does not own the coupon.
+func (c *Client) Send(ctx context.Context, addr string, b service.PeerBatch) ([]service.PeerResult, error) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, fmt.Errorf("peer address %q: %w", addr, err)
+	}
+	w := batch{From: b.From, Relay: b.Relay, Requests: make([]request, len(b.Requests))}
+	for i, r := range b.Requests {
+		w.Requests[i] = request{User: r.User, Arrived: r.Arrived.UnixNano()}
+	}
+	body, err := json.Marshal(w)
+	if err != nil {
+		return nil, err
+	}
+	url := "http://" + addr + "/internal/v1/coupons/" + b.Code + "/batch"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case StatusMisdirected:
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+		return nil, service.ErrMisdirected
+	default:
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("peer %s: %s: %s", addr, resp.Status, bytes.TrimSpace(msg))
+	}
+	var rs results
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4*MaxBody)).Decode(&rs); err != nil {
+		return nil, fmt.Errorf("peer %s: results: %w", addr, err)
+	}
+	out := make([]service.PeerResult, len(rs.Results))
+	for i, r := range rs.Results {
+		out[i].Result = r.Result
+		if e := r.Entry; e != nil {
+			out[i].Entry = service.WalletEntry{ID: e.ID, CouponCode: e.CouponCode, UserID: e.UserID,
+				DiscountAmount: e.DiscountAmount, IssuedAt: e.IssuedAt, ExpiresAt: e.ExpiresAt}
+		}
+	}
+	return out, nil
+}
+
+// DecodeBatch reads a batch for coupon code from a request body (at most MaxBody bytes).
+func DecodeBatch(r io.Reader, code string) (service.PeerBatch, error) {
+	var w batch
+	dec := json.NewDecoder(io.LimitReader(r, MaxBody+1))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&w); err != nil {
+		return service.PeerBatch{}, fmt.Errorf("%w: peer batch: %w", service.ErrInvalid, err)
+	}
+	if len(w.Requests) == 0 {
+		return service.PeerBatch{}, fmt.Errorf("%w: peer batch: no requests", service.ErrInvalid)
+	}
+	if _, _, err := net.SplitHostPort(w.From); err != nil {
+		return service.PeerBatch{}, fmt.Errorf("%w: peer batch: from %q: %w", service.ErrInvalid, w.From, err)
+	}
+	b := service.PeerBatch{Code: code, From: w.From, Relay: w.Relay, Requests: make([]service.PeerRequest, len(w.Requests))}
+	for i, r := range w.Requests {
+		if r.User == uuid.Nil {
+			return service.PeerBatch{}, fmt.Errorf("%w: peer batch: nil user", service.ErrInvalid)
+		}
+		b.Requests[i] = service.PeerRequest{User: r.User, Arrived: time.Unix(0, r.Arrived)}
+	}
+	return b, nil
+}
+
+// EncodeResults writes the results of a batch.
+func EncodeResults(rs []service.PeerResult) ([]byte, error) {
+	w := results{Results: make([]result, len(rs))}
+	for i, r := range rs {
+		w.Results[i].Result = r.Result
+		if r.Result == "issued" {
+			e := r.Entry
+			w.Results[i].Entry = &entry{ID: e.ID, CouponCode: e.CouponCode, UserID: e.UserID,
+				DiscountAmount: e.DiscountAmount, IssuedAt: e.IssuedAt, ExpiresAt: e.ExpiresAt}
+		}
+	}
+	return json.Marshal(w)
+}
