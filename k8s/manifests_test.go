@@ -525,7 +525,7 @@ func checkAPI(t *testing.T, o *objects) *appsv1.Deployment {
 		pause = s.Seconds
 	}
 	if g := spec.TerminationGracePeriodSeconds; g == nil || *g < pause+drainSeconds+releaseMarginSeconds {
-		got := "unset (30)"
+		got := "unset"
 		if g != nil {
 			got = strconv.FormatInt(*g, 10)
 		}
