@@ -3,8 +3,10 @@ package k8s
 import (
 	"bytes"
 	"fmt"
+	"io/fs"
 	"net"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -163,22 +165,63 @@ func (o *objects) secretName(t *testing.T, base string) string {
 	return ""
 }
 
+// TestEveryKustomization renders every kustomization under k8s/ (the event setup, the autoscale
+// overlay and the base on its own; a new overlay is picked up by itself) and runs on each the
+// checks that hold whatever the variant.
+func TestEveryKustomization(t *testing.T) {
+	dirs := kustomizations(t)
+	for _, want := range []string{".", "base", "autoscale"} {
+		if !slices.Contains(dirs, want) {
+			t.Errorf("no kustomization in %s (found %v)", want, dirs)
+		}
+	}
+	for _, dir := range dirs {
+		t.Run(dir, func(t *testing.T) {
+			o := render(t, dir)
+			t.Logf("rendered: %s", strings.Join(o.names, " "))
+			if len(o.namespaces) != 1 || o.namespaces[0].Name != namespace {
+				t.Errorf("want exactly the Namespace %q", namespace)
+			}
+			checkWorkloads(t, o)
+			checkServices(t, o)
+			checkIngress(t, o)
+			checkNoInternalRoute(t, o)
+			api := checkAPI(t, o)
+			checkForwarding(t, o, api)
+			checkRedis(t, o, api)
+			checkPostgres(t, o)
+			checkPDB(t, o, api)
+		})
+	}
+}
+
+// kustomizations lists the directories under k8s/ that hold a kustomization, relative to k8s/.
+func kustomizations(t *testing.T) []string {
+	t.Helper()
+	var dirs []string
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch d.Name() {
+		case "kustomization.yaml", "kustomization.yml", "Kustomization":
+			dirs = append(dirs, filepath.Dir(path))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(dirs)
+	return dirs
+}
+
+// TestBase: what only the event setup (k8s/) must do, beyond TestEveryKustomization.
 func TestBase(t *testing.T) {
 	o := render(t, ".")
-	t.Logf("rendered: %s", strings.Join(o.names, " "))
-	if len(o.namespaces) != 1 || o.namespaces[0].Name != namespace {
-		t.Errorf("want exactly the Namespace %q", namespace)
-	}
 	if len(o.hpas) != 0 {
 		t.Errorf("the event setup (k8s/) must not autoscale: pre-scale instead; the HPA belongs in k8s/autoscale")
 	}
-	checkWorkloads(t, o)
-	checkServices(t, o)
-	checkIngress(t, o)
-	api := checkAPI(t, o)
-	checkRedis(t, o, api)
-	checkPostgres(t, o)
-	checkPDB(t, o, api)
 	if r := o.deployments["coupon-api"].Spec.Replicas; r == nil || *r != 3 {
 		t.Errorf("coupon-api replicas = %v, want 3", r)
 	}
@@ -206,7 +249,6 @@ func TestAutoscale(t *testing.T) {
 	if r := o.deployments["coupon-api"].Spec.Replicas; r != nil {
 		t.Errorf("with an HPA the Deployment must not set replicas (each apply would reset them), got %d", *r)
 	}
-	checkWorkloads(t, o)
 }
 
 // TestKubectlRendersTheSame renders with kubectl's own kustomize when kubectl is installed: the
@@ -470,7 +512,10 @@ func checkAPI(t *testing.T, o *objects) *appsv1.Deployment {
 		t.Errorf("coupon-api: livenessProbe must GET /healthz")
 	}
 
-	// Graceful shutdown: preStop pause, then the contract's 10 s drain, within the grace period.
+	// Graceful shutdown: preStop pause (the pod leaves the Service endpoints while it still
+	// listens), then the contract's drain, then the locks are released (the pod's coupons go to
+	// other pods) and the process exits, all within the grace period, which counts from the start
+	// of preStop. A kill before the release leaves the coupons to the watchdog lease instead.
 	var pause int64
 	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil {
 		t.Errorf("coupon-api: needs a preStop pause so the Ingress stops sending before SIGTERM")
@@ -479,8 +524,13 @@ func checkAPI(t *testing.T, o *objects) *appsv1.Deployment {
 	} else {
 		pause = s.Seconds
 	}
-	if g := spec.TerminationGracePeriodSeconds; g == nil || *g <= pause+10 {
-		t.Errorf("coupon-api: terminationGracePeriodSeconds %v must exceed preStop %ds + the 10 s drain", g, pause)
+	if g := spec.TerminationGracePeriodSeconds; g == nil || *g < pause+drainSeconds+releaseMarginSeconds {
+		got := "unset"
+		if g != nil {
+			got = strconv.FormatInt(*g, 10)
+		}
+		t.Errorf("coupon-api: terminationGracePeriodSeconds %s must be at least preStop %ds + the %d s drain + %d s to release the locks and exit",
+			got, pause, drainSeconds, releaseMarginSeconds)
 	}
 
 	env := apiEnvironment(t, o, c)
@@ -491,8 +541,10 @@ func checkAPI(t *testing.T, o *objects) *appsv1.Deployment {
 			}
 		}
 	}
-	if _, port, err := net.SplitHostPort(env.values["HTTP_ADDR"]); err != nil || port != strconv.Itoa(int(c.Ports[0].ContainerPort)) {
-		t.Errorf("coupon-api: HTTP_ADDR %q does not listen on the container port %d", env.values["HTTP_ADDR"], c.Ports[0].ContainerPort)
+	// Every interface, not loopback: other pods forward to the pod IP (checkForwarding).
+	if host, port, err := net.SplitHostPort(env.values["HTTP_ADDR"]); err != nil || port != strconv.Itoa(int(c.Ports[0].ContainerPort)) ||
+		(host != "" && host != "0.0.0.0" && host != "::") {
+		t.Errorf("coupon-api: HTTP_ADDR %q does not listen on every interface at the container port %d", env.values["HTTP_ADDR"], c.Ports[0].ContainerPort)
 	}
 
 	// The password comes from the Secret by reference, never inlined.
@@ -532,6 +584,146 @@ func checkAPI(t *testing.T, o *objects) *appsv1.Deployment {
 		t.Errorf("coupon-api: variables used before they are defined (Kubernetes leaves them as text): %v", env.undefined)
 	}
 	return d
+}
+
+const (
+	drainSeconds         = 10           // CONTRACT.md: SIGTERM finishes in-flight requests for up to 10 s
+	releaseMarginSeconds = 2            // then stop background work, release the locks, exit
+	internalPrefix       = "/internal/" // pod-to-pod forwarding; never reachable from outside
+)
+
+// checkForwarding: what pod-to-pod forwarding to a coupon's owner needs. Each pod advertises
+// ADVERTISE_ADDR=$(POD_IP):<API port> in the lock values it holds; the other pods connect to that
+// address directly (the Kubernetes network model: every pod reaches every pod IP), so it must be
+// this pod's own IP, from the downward API, and the port the API listens on.
+func checkForwarding(t *testing.T, o *objects, api *appsv1.Deployment) {
+	t.Helper()
+	spec := api.Spec.Template.Spec
+	c := spec.Containers[0]
+	if spec.HostNetwork {
+		t.Errorf("coupon-api: hostNetwork would make the pod IP the node's, shared by the pods on it")
+	}
+	var port *corev1.ContainerPort
+	for i := range c.Ports {
+		if c.Ports[i].Name == "http" {
+			port = &c.Ports[i]
+		}
+	}
+	if port == nil || port.ContainerPort == 0 || (port.Protocol != "" && port.Protocol != corev1.ProtocolTCP) {
+		t.Fatalf("coupon-api: needs a TCP container port named http (the API and the forwarded requests), got %+v", c.Ports)
+	}
+	apiPort := strconv.Itoa(int(port.ContainerPort))
+
+	// The order (POD_IP first) is checkAPI's: every $(VAR) is defined before use.
+	podIP, advertise := false, false
+	for _, e := range c.Env {
+		switch e.Name {
+		case "POD_IP":
+			podIP = true
+			if f := e.ValueFrom; f == nil || f.FieldRef == nil || f.FieldRef.FieldPath != "status.podIP" ||
+				(f.FieldRef.APIVersion != "" && f.FieldRef.APIVersion != "v1") || e.Value != "" {
+				t.Errorf("coupon-api: POD_IP must come from the downward API, fieldRef status.podIP; got %+v", e)
+			}
+		case "ADVERTISE_ADDR":
+			advertise = true
+			if e.ValueFrom != nil {
+				t.Errorf("coupon-api: ADVERTISE_ADDR must be the literal $(POD_IP):%s, not a reference", apiPort)
+				continue
+			}
+			host, p, err := net.SplitHostPort(e.Value)
+			if err != nil || host != "$(POD_IP)" {
+				t.Errorf("coupon-api: ADVERTISE_ADDR %q must be $(POD_IP):%s (this pod's own IP)", e.Value, apiPort)
+			}
+			if err == nil && p != apiPort {
+				t.Errorf("coupon-api: ADVERTISE_ADDR %q: port %s, but the API listens on container port %s", e.Value, p, apiPort)
+			}
+		}
+	}
+	if !podIP {
+		t.Errorf("coupon-api: no POD_IP (fieldRef status.podIP)")
+	}
+	if !advertise {
+		t.Errorf("coupon-api: no ADVERTISE_ADDR: the default is derived from HTTP_ADDR or the host, not the pod IP")
+	}
+	// envFrom values are the same for every pod and never expanded: the address cannot live there.
+	for _, ef := range c.EnvFrom {
+		if ef.ConfigMapRef == nil || o.configMaps[ef.ConfigMapRef.Name] == nil {
+			continue
+		}
+		for _, k := range []string{"ADVERTISE_ADDR", "POD_IP"} {
+			if _, ok := o.configMaps[ef.ConfigMapRef.Name].Data[k]; ok {
+				t.Errorf("ConfigMap %s sets %s: it is per pod, set it in the container's env", ef.ConfigMapRef.Name, k)
+			}
+		}
+	}
+}
+
+// checkNoInternalRoute: no Ingress path leads to the pod-to-pod routes under /internal/. Prefix
+// and ImplementationSpecific paths are taken as plain string prefixes (ingress-nginx's
+// locations), which errs on the strict side; matching is case-insensitive for the same reason.
+//
+// This is a check of the Ingress's routing, which matches the normalized path. ingress-nginx
+// forwards the request URI as the client sent it, so a crafted path such as
+// /internal/v1/x/..%2F..%2F..%2Fapi%2Fv1/y matches /api/v1 and still arrives with /internal/v1/
+// in front: the /internal/ handlers must authenticate their callers, not rely on this.
+func checkNoInternalRoute(t *testing.T, o *objects) {
+	t.Helper()
+	for _, ing := range o.ingresses {
+		if ing.Spec.DefaultBackend != nil {
+			t.Errorf("Ingress %s: a defaultBackend receives every unmatched path, %s included", ing.Name, internalPrefix)
+		}
+		for k := range ing.Annotations {
+			switch strings.TrimPrefix(k, "nginx.ingress.kubernetes.io/") {
+			case "rewrite-target", "use-regex", "app-root", "configuration-snippet", "server-snippet":
+				t.Errorf("Ingress %s: annotation %s changes how paths map to the API; extend checkNoInternalRoute before using it", ing.Name, k)
+			}
+		}
+		for _, rule := range ing.Spec.Rules {
+			if rule.HTTP == nil {
+				continue
+			}
+			for _, p := range rule.HTTP.Paths {
+				if routesInternal(p.PathType, p.Path) {
+					t.Errorf("Ingress %s: path %q (host %q) reaches %s, the pod-to-pod routes", ing.Name, p.Path, rule.Host, internalPrefix)
+				}
+			}
+		}
+	}
+}
+
+// routesInternal reports whether an Ingress path of the given type can match a path under
+// internalPrefix.
+func routesInternal(pt *networkingv1.PathType, path string) bool {
+	path = strings.ToLower(path)
+	under := strings.HasPrefix(path, strings.TrimSuffix(internalPrefix, "/"))
+	if pt != nil && *pt == networkingv1.PathTypeExact {
+		return under
+	}
+	return under || strings.HasPrefix(internalPrefix+"v1/", path) // "", "/", "/i", "/internal/v1"
+}
+
+func TestRoutesInternal(t *testing.T) {
+	prefix, exact, impl := networkingv1.PathTypePrefix, networkingv1.PathTypeExact, networkingv1.PathTypeImplementationSpecific
+	for _, c := range []struct {
+		pt   *networkingv1.PathType
+		path string
+		want bool
+	}{
+		{&prefix, "/", true}, {&prefix, "/internal", true}, {&prefix, "/internal/", true},
+		{&prefix, "/internal/v1", true}, {&prefix, "/Internal", true}, {&prefix, "/int", true},
+		{&impl, "", true}, {&impl, "/", true}, {nil, "/internal/v1/forward", true},
+		{&exact, "/internal/v1/coupons", true}, {&exact, "/", false},
+		{&prefix, "/api/v1", false}, {&prefix, "/swagger", false}, {&impl, "/api/v1", false},
+		{&prefix, "/api/v1/internal", false},
+	} {
+		if got := routesInternal(c.pt, c.path); got != c.want {
+			pt := "nil"
+			if c.pt != nil {
+				pt = string(*c.pt)
+			}
+			t.Errorf("routesInternal(%s, %q) = %v, want %v", pt, c.path, got, c.want)
+		}
+	}
 }
 
 // apiEnvironment resolves the container's environment as the kubelet does (envFrom first, then
