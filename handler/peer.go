@@ -14,6 +14,13 @@ import (
 // the coupon's owner, or relayed (package peer). It is not part of the public API: the
 // Ingress does not route /internal.
 func (h *Handler) peerBatch(c *gin.Context) {
+	// ingress-nginx always sets X-Forwarded-For and X-Real-IP: a request bearing either came
+	// through the Ingress (a path crafted to reach /internal through an /api/v1 rule), not
+	// from another instance.
+	if c.GetHeader("X-Forwarded-For") != "" || c.GetHeader("X-Real-IP") != "" {
+		writeError(c, http.StatusNotFound, "NOT_FOUND", "no such route")
+		return
+	}
 	b, err := peer.DecodeBatch(c.Request.Body, c.Param("code"))
 	if err != nil {
 		writeServiceError(c, err)
