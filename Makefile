@@ -72,4 +72,5 @@ loadtest:
 ## bench: couponsvc vs the reference design (Redisson-style lock around read-check-insert-increment)
 ## on issue 4's four workloads, next to pgbench/redis-benchmark; writes cmd/bench/RESULTS.md
 bench:
+	scripts/deps.sh
 	$(GO) run ./cmd/bench -out cmd/bench/RESULTS.md $(BENCH_ARGS)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Makes sure the PostgreSQL server binaries and redis-server are installed (and, with the
-# argument "test", what the tests also need: JMeter with its HTTP sampler and a JDK for the
-# JMeter 2.13 launcher): installs the Debian packages when they are missing and we are root,
-# otherwise prints the exact command and fails.
+# Makes sure the PostgreSQL server binaries, redis-server and nginx (the Ingress stand-in of the
+# bench and of the multi-instance tests) are installed (and, with the argument "test", what the
+# tests also need: JMeter with its HTTP sampler and a JDK for the JMeter 2.13 launcher): installs
+# the Debian packages when they are missing and we are root, otherwise prints the exact command
+# and fails. nginx-light is installed with a /usr/sbin/policy-rc.d that exits 101, so that its
+# package does not start a server on port 80 (the tests run their own nginx on free ports).
 set -euo pipefail
 
 missing=()
@@ -18,6 +20,8 @@ pg_bin >/dev/null || missing+=(postgresql)
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
+# As root /usr/sbin is on PATH; look there too for callers whose PATH lacks it.
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 if [ "${1:-}" = test ]; then
   # jmeter-http is only a Recommends of jmeter: without it there is no HTTP sampler.
   command -v jmeter >/dev/null || missing+=(jmeter)
@@ -32,7 +36,22 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   echo "deps: installing ${missing[*]} with apt-get" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  others=()
+  for p in "${missing[@]}"; do [ "$p" = nginx-light ] || others+=("$p"); done
+  [ ${#others[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${others[@]}" >&2
+  if [ ${#others[@]} -lt ${#missing[@]} ]; then
+    # A policy-rc.d that exits 101 forbids invoke-rc.d to start the service: without it the
+    # package starts nginx on port 80. Any policy already there is put back afterwards.
+    policy=/usr/sbin/policy-rc.d saved=
+    if [ -e "$policy" ]; then saved=$(mktemp /usr/sbin/policy-rc.d.saved.XXXXXX) && mv -f "$policy" "$saved"; fi
+    restore() { rm -f "$policy"; [ -z "$saved" ] || mv -f "$saved" "$policy"; }
+    trap restore EXIT
+    printf '#!/bin/sh\n# scripts/deps.sh: no service starts while nginx-light is installed\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    apt-get install -y -qq --no-install-recommends nginx-light >&2
+    restore
+    trap - EXIT
+  fi
 else
   echo "deps: missing ${missing[*]}; install with:" >&2
   echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2

@@ -2,7 +2,15 @@ package testenv
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -61,5 +69,79 @@ func TestRedisStopStartPause(t *testing.T) {
 	r.Resume(t)
 	if err := c.Ping(ctx).Err(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// nginx in front of two instances: round robin, keep-alive to the instances, and a POST whose
+// instance drops the connection is answered 502 without being retried on the other one; Kill
+// cuts it off.
+func TestNginxRoundRobinKeepAliveNoPOSTRetry(t *testing.T) {
+	type instance struct {
+		srv      *httptest.Server
+		requests atomic.Int64
+		conns    atomic.Int64
+	}
+	var insts [2]*instance
+	for i := range insts {
+		in := &instance{}
+		in.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			in.requests.Add(1)
+			if r.Method == http.MethodPost && r.URL.Path == "/drop" { // dies mid-request
+				c, _, _ := w.(http.Hijacker).Hijack()
+				c.Close()
+				return
+			}
+			fmt.Fprintf(w, "%d", i)
+		}))
+		in.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				in.conns.Add(1)
+			}
+		}
+		in.srv.Start()
+		t.Cleanup(in.srv.Close)
+		insts[i] = in
+	}
+	n := NewNginx(t, []string{insts[0].srv.Listener.Addr().String(), insts[1].srv.Listener.Addr().String()})
+
+	c := &http.Client{Timeout: 10 * time.Second}
+	got := map[string]int{}
+	for range 40 {
+		resp, err := c.Get(n.URL + "/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got[string(b)]++
+	}
+	if got["0"] != 20 || got["1"] != 20 {
+		t.Errorf("40 GETs went %v, want 20 to each instance (round robin)", got)
+	}
+	for i, in := range insts {
+		if k := in.conns.Load(); k > 2 {
+			t.Errorf("instance %d: %d connections from nginx for 20 sequential requests (keep-alive to upstreams)", i, k)
+		}
+	}
+
+	before := insts[0].requests.Load() + insts[1].requests.Load()
+	resp, err := c.Post(n.URL+"/drop", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("POST to an instance that drops it: %d, want 502", resp.StatusCode)
+	}
+	if d := insts[0].requests.Load() + insts[1].requests.Load() - before; d != 1 {
+		t.Errorf("the dropped POST reached the instances %d times, want once (no retry on another upstream)", d)
+	}
+	if !strings.Contains(n.ErrorLog(), "upstream prematurely closed") {
+		t.Errorf("error log lacks the upstream failure:\n%s", n.ErrorLog())
+	}
+
+	n.Kill()
+	if _, err := (&http.Client{Timeout: 2 * time.Second}).Get(n.URL + "/x"); err == nil {
+		t.Error("killed nginx still answers")
 	}
 }
