@@ -27,6 +27,8 @@ if [ "${1:-}" = test ]; then
   command -v jmeter >/dev/null || missing+=(jmeter)
   ls /usr/share/jmeter/lib/ext/ApacheJMeter_http*.jar >/dev/null 2>&1 || [ -n "$(ls /opt/*jmeter*/lib/ext/ApacheJMeter_http*.jar 2>/dev/null)" ] || missing+=(jmeter-http)
   command -v javac >/dev/null || missing+=(default-jdk-headless)
+  # The partition fault test cuts an instance's Redis links by freezing socat relays.
+  command -v socat >/dev/null || missing+=(socat)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -1,0 +1,436 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"couponsvc/internal/testenv"
+	"couponsvc/lock"
+
+	"github.com/google/uuid"
+)
+
+// The deployed shape: several couponsvc processes, in their default configuration, behind an
+// nginx configured like ingress-nginx, against one PostgreSQL and three Redis nodes; faults
+// that Kubernetes deployments see (a pod killed, a pod cut off from Redis, a Redis blip).
+
+// fleet is N couponsvc processes behind one nginx.
+type fleet struct {
+	procs []*process
+	proxy *testenv.Nginx
+}
+
+func startFleet(t *testing.T, st *stack, n int, env func(i int) map[string]string) *fleet {
+	t.Helper()
+	f := &fleet{}
+	var upstreams []string
+	for i := range n {
+		e := st.env(nil)
+		if env != nil {
+			for k, v := range env(i) {
+				e[k] = v
+			}
+		}
+		p := startProcess(t, e)
+		f.procs = append(f.procs, p)
+		upstreams = append(upstreams, strings.TrimPrefix(p.base, "http://"))
+	}
+	f.proxy = testenv.NewNginx(t, upstreams)
+	return f
+}
+
+// ownerOf returns the index of the process that owns coupon code (holds its lock), or -1.
+func (f *fleet) ownerOf(t *testing.T, st *stack, code string) int {
+	t.Helper()
+	probe := lock.New(lock.NewNodes(testenv.Addrs(st.redis), ""))
+	defer probe.Close()
+	addr, _, err := probe.Mutex("coupon:"+code).Holder(context.Background())
+	if err != nil {
+		t.Fatalf("owner of %s: %v", code, err)
+	}
+	for i, p := range f.procs {
+		if p.base == "http://"+addr {
+			return i
+		}
+	}
+	return -1
+}
+
+// oneCouponCrowd is n distinct users asking for one coupon through base, with the given
+// number of clients, paced over about dur.
+type oneCouponCrowd struct {
+	users   []uuid.UUID
+	answers []answer
+	errs    []error
+	sent    []time.Time
+}
+
+func runOneCouponCrowd(base, code string, n, clients int, dur time.Duration) *oneCouponCrowd {
+	c := &oneCouponCrowd{users: make([]uuid.UUID, n), answers: make([]answer, n), errs: make([]error, n), sent: make([]time.Time, n)}
+	for i := range c.users {
+		c.users[i] = uuid.New()
+	}
+	interval := dur / time.Duration(max(n/clients, 1))
+	var wg sync.WaitGroup
+	for w := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			next := time.Now()
+			for i := w; i < n; i += clients {
+				time.Sleep(time.Until(next))
+				next = next.Add(interval)
+				c.sent[i] = time.Now()
+				c.answers[i], c.errs[i] = send("POST", base+"/api/v1/coupons/"+code+"/issue", `{"userId":"`+c.users[i].String()+`"}`)
+			}
+		}()
+	}
+	wg.Wait()
+	return c
+}
+
+// summary counts the answers by status and error code; nginx's 502 has an HTML body.
+func (c *oneCouponCrowd) summary() map[string]int {
+	m := map[string]int{}
+	for i, a := range c.answers {
+		k := fmt.Sprint(a.status)
+		switch {
+		case c.errs[i] != nil:
+			k = "transport error"
+		case a.status == http.StatusServiceUnavailable || a.status == http.StatusTooManyRequests:
+			k += " " + a.errorCode()
+		}
+		m[k]++
+	}
+	return m
+}
+
+// verify checks PostgreSQL against the answers: never over the stock, one row per user, every
+// 201's row present with its id, every 409 a holder, no 410 while stock remained, and a row
+// only for a user answered 201, or 409, or whose request died with its instance (nginx's 502,
+// or a transport error): the dead instance may have committed it before it could answer. With
+// more distinct users than stock asking, the whole stock is issued.
+func (c *oneCouponCrowd) verify(t *testing.T, dsn, code string, stock int, before ...uuid.UUID) {
+	t.Helper()
+	ctx := context.Background()
+	conn := db(t, dsn)
+	var issued, total int
+	if err := conn.QueryRow(ctx, `SELECT issued_quantity, total_quantity FROM coupon WHERE code = $1`, code).Scan(&issued, &total); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := conn.Query(ctx, `SELECT w.id, w.user_id FROM coupon_wallet w JOIN coupon c ON c.id = w.coupon_id WHERE c.code = $1`, code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inDB := map[uuid.UUID]uuid.UUID{}
+	for rows.Next() {
+		var id, user uuid.UUID
+		if err := rows.Scan(&id, &user); err != nil {
+			t.Fatal(err)
+		}
+		if _, dup := inDB[user]; dup {
+			t.Fatalf("%s: user %s has two rows", code, user)
+		}
+		inDB[user] = id
+	}
+	if issued != len(inDB) || issued > total || total != stock {
+		t.Fatalf("%s: issued_quantity %d, rows %d, total %d (stock %d)", code, issued, len(inDB), total, stock)
+	}
+	if len(c.users)+len(before) > stock && issued != stock {
+		t.Errorf("%s: %d of %d issued while %d distinct users asked (%v)", code, issued, stock, len(c.users), c.summary())
+	}
+	answered := map[uuid.UUID]int{}
+	for _, u := range before { // issued before the crowd
+		answered[u] = http.StatusCreated
+	}
+	for i, a := range c.answers {
+		u := c.users[i]
+		answered[u] = a.status
+		if c.errs[i] != nil {
+			answered[u] = -1
+		}
+		switch a.status {
+		case http.StatusCreated:
+			if id := walletID(t, a); inDB[u] != id {
+				t.Fatalf("%s: user %s got 201 with wallet %s, row has %s", code, u, id, inDB[u])
+			}
+		case http.StatusConflict:
+			if _, ok := inDB[u]; !ok {
+				t.Fatalf("%s: 409 for user %s who holds no coupon", code, u)
+			}
+		case http.StatusGone:
+			if issued < total {
+				t.Fatalf("%s: 410 while %d of %d remain", code, total-issued, total)
+			}
+		}
+	}
+	for u := range inDB {
+		switch answered[u] {
+		case http.StatusCreated, http.StatusConflict, http.StatusBadGateway, -1:
+		default:
+			t.Fatalf("%s: user %s has a row but was answered %d", code, u, answered[u])
+		}
+	}
+}
+
+// issueGaps returns, from the wallet rows of code, the longest time without an issue between
+// from and the last issue.
+func issueGap(t *testing.T, dsn, code string, from time.Time) (gap time.Duration, last time.Time) {
+	t.Helper()
+	rows, err := db(t, dsn).Query(context.Background(),
+		`SELECT w.issued_at FROM coupon_wallet w JOIN coupon c ON c.id = w.coupon_id WHERE c.code = $1 AND w.issued_at >= $2 ORDER BY 1`, code, from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := from
+	for rows.Next() {
+		var at time.Time
+		if err := rows.Scan(&at); err != nil {
+			t.Fatal(err)
+		}
+		gap = max(gap, at.Sub(prev))
+		prev, last = at, at
+	}
+	return gap, last
+}
+
+// TestFaultOwnerKilledMidCrowd: three instances behind nginx, a crowd on one coupon, and the
+// instance that owns the coupon (holds its lock; the others forward to it) killed with SIGKILL
+// in the middle of it, in the default configuration (the 1.5 s watchdog lease). The others
+// take the coupon over within 2 s, the whole stock is issued, and the only 5xx answers are
+// nginx's 502 for the killed instance's own requests in flight.
+func TestFaultOwnerKilledMidCrowd(t *testing.T) {
+	st := newStack(t, 3)
+	const code, stock, users = "KILL", 3000, 4500
+	f := startFleet(t, st, 3, nil)
+	createCoupon(t, st.dsn, code, stock)
+
+	var killedAt time.Time
+	victim := -1
+	done := make(chan *oneCouponCrowd, 1)
+	go func() { done <- runOneCouponCrowd(f.proxy.URL, code, users, 200, 2500*time.Millisecond) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for victim < 0 {
+		time.Sleep(50 * time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatalf("no instance owns %s 5 s into the crowd", code)
+		}
+		victim = f.ownerOf(t, st, code)
+	}
+	time.Sleep(300 * time.Millisecond) // well into the crowd
+	if err := f.procs[victim].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killedAt = time.Now()
+	var c *oneCouponCrowd
+	select {
+	case c = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the crowd did not finish within 60 s")
+	}
+	sum := c.summary()
+	for k, n := range sum {
+		if !slices.Contains([]string{"201", "409", "410", "502", "transport error"}, k) {
+			t.Errorf("%d answers %s (all: %v)", n, k, sum)
+		}
+	}
+	c.verify(t, st.dsn, code, stock)
+	gap, last := issueGap(t, st.dsn, code, killedAt.Add(-100*time.Millisecond))
+	if gap > 2*time.Second {
+		t.Errorf("no coupon issued for %v after the owner was killed; want under 2 s", gap)
+	}
+	t.Logf("owner (instance %d) killed: answers %v; longest pause in issuing after the kill %v; last issue %v after the kill",
+		victim, sum, gap.Round(time.Millisecond), last.Sub(killedAt).Round(time.Millisecond))
+	report(t, "the instance owning a hot coupon killed (SIGKILL) mid-crowd, 3 instances behind nginx, default 1.5 s watchdog lease",
+		fmt.Sprintf("the others took the coupon over: longest pause in issuing %v, the whole stock issued, 5xx only nginx's 502 for the killed instance's requests in flight (%v)",
+			gap.Round(time.Millisecond), sum), gap)
+}
+
+// TestFaultRedisQuorumBlip: two of three Redis nodes frozen for about one request's time and
+// resumed; a fresh user's request every 100 ms is issued within 1 s of their return, every
+// round, and nothing of the failed acquisitions outlives that: no lock key is left on any node.
+func TestFaultRedisQuorumBlip(t *testing.T) {
+	st := newStack(t, 3)
+	in := startInstance(t, st.env(nil))
+	var worst time.Duration
+	for round := 1; round <= 4; round++ {
+		time.Sleep(2 * time.Second) // the instance has let go of C0001 since the last round
+		st.redis[0].Pause(t)
+		st.redis[1].Pause(t)
+		go send("POST", in.base+"/api/v1/coupons/C0001/issue", `{"userId":"`+uuid.NewString()+`"}`)
+		time.Sleep(150 * time.Millisecond)
+		st.redis[0].Resume(t)
+		st.redis[1].Resume(t)
+		back := time.Now()
+		for {
+			a, err := send("POST", in.base+"/api/v1/coupons/C0001/issue", `{"userId":"`+uuid.NewString()+`"}`)
+			if err == nil && a.status == http.StatusCreated {
+				break
+			}
+			if time.Since(back) > 10*time.Second {
+				t.Fatalf("round %d: no 201 within 10 s of the nodes' return (last %d %s %v)", round, a.status, a.body, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		took := time.Since(back)
+		worst = max(worst, took)
+		if took > time.Second {
+			t.Errorf("round %d: first 201 %v after the nodes returned; want within 1 s", round, took)
+		}
+	}
+	// The owner lets go 500 ms after its last request; then no lock key may be left anywhere.
+	waitForNoLockKeys(t, st, 3*time.Second)
+	report(t, "2 of 3 Redis nodes frozen (SIGSTOP) for 150 ms during an acquisition, 4 rounds",
+		fmt.Sprintf("first 201 at most %v after the nodes returned; no lock key left behind", worst.Round(time.Millisecond)), worst)
+}
+
+func waitForNoLockKeys(t *testing.T, st *stack, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		var left []string
+		for i, r := range st.redis {
+			keys, err := r.Client(t).Keys(context.Background(), "lock:coupon:*").Result()
+			if err != nil {
+				t.Fatalf("redis node %d: %v", i, err)
+			}
+			for _, k := range keys {
+				ttl, _ := r.Client(t).PTTL(context.Background(), k).Result()
+				left = append(left, fmt.Sprintf("node %d: %s (ttl %v)", i, k, ttl))
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lock keys left %v after the last request: %v", within, left)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// relay is a TCP relay (socat) to a Redis node, whose process group can be frozen: the
+// connections through it then go unanswered, as behind a cut link.
+type relay struct {
+	addr string
+	cmd  *exec.Cmd
+}
+
+func startRelay(t *testing.T, target string) *relay {
+	t.Helper()
+	bin, err := exec.LookPath("socat")
+	if err != nil {
+		t.Fatalf("socat not found: install it with: sudo apt-get install -y socat")
+	}
+	port := testenv.FreePort(t)
+	r := &relay{addr: fmt.Sprintf("127.0.0.1:%d", port)}
+	r.cmd = exec.Command(bin, fmt.Sprintf("TCP-LISTEN:%d,bind=127.0.0.1,fork,reuseaddr", port), "TCP:"+target)
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGCONT)
+		_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
+		_ = r.cmd.Wait()
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if c, err := net.DialTimeout("tcp", r.addr, time.Second); err == nil {
+			c.Close()
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("relay to %s not listening within 5 s", target)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// cut freezes the relay and every connection through it.
+func (r *relay) cut(t *testing.T) {
+	if err := syscall.Kill(-r.cmd.Process.Pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFaultInstancePartitionedFromRedis: three instances behind nginx; instance 2 reaches two
+// of the three Redis nodes through relays that are cut 0.3 s into a crowd, so it can no
+// longer take any lock. It hands its share of the crowd to the owner (or to another instance),
+// so the whole stock is issued and at most 1% of the crowd is answered 503.
+func TestFaultInstancePartitionedFromRedis(t *testing.T) {
+	for _, victimOwns := range []bool{false, true} {
+		t.Run(map[bool]string{false: "owner elsewhere", true: "cut-off instance owns the coupon"}[victimOwns], func(t *testing.T) {
+			st := newStack(t, 3)
+			const code, stock, users = "CUT", 5000, 6500
+			addrs := testenv.Addrs(st.redis)
+			relays := []*relay{startRelay(t, addrs[0]), startRelay(t, addrs[1])}
+			const victim = 1
+			f := startFleet(t, st, 3, func(i int) map[string]string {
+				if i != victim {
+					return nil
+				}
+				return map[string]string{"REDIS_ADDRS": relays[0].addr + "," + relays[1].addr + "," + addrs[2]}
+			})
+			createCoupon(t, st.dsn, code, stock)
+			// Make the victim (or another instance) the owner before the crowd.
+			first := f.procs[(victim+1)%3]
+			if victimOwns {
+				first = f.procs[victim]
+			}
+			firstUser := uuid.New()
+			if a, err := send("POST", first.base+"/api/v1/coupons/"+code+"/issue", `{"userId":"`+firstUser.String()+`"}`); err != nil || a.status != 201 {
+				t.Fatalf("first issue: %v %d %s", err, a.status, a.body)
+			}
+			done := make(chan *oneCouponCrowd, 1)
+			go func() { done <- runOneCouponCrowd(f.proxy.URL, code, users, 200, 4*time.Second) }()
+			time.Sleep(300 * time.Millisecond)
+			owner := f.ownerOf(t, st, code)
+			cutAt := time.Now()
+			for _, r := range relays {
+				r.cut(t)
+			}
+			var c *oneCouponCrowd
+			select {
+			case c = <-done:
+			case <-time.After(60 * time.Second):
+				t.Fatal("the crowd did not finish within 60 s")
+			}
+			sum := c.summary()
+			n503 := 0
+			for k, n := range sum {
+				if strings.HasPrefix(k, "503") {
+					n503 += n
+				}
+				if !slices.Contains([]string{"201", "409", "410", "503 LOCK_TIMEOUT", "503 UNAVAILABLE"}, k) {
+					t.Errorf("%d answers %s (all: %v)", n, k, sum)
+				}
+			}
+			if n503*100 > users {
+				t.Errorf("%d of %d answers 503; at most 1%% allowed (all: %v)", n503, users, sum)
+			}
+			c.verify(t, st.dsn, code, stock, firstUser)
+			gap, _ := issueGap(t, st.dsn, code, cutAt)
+			t.Logf("owner at the cut: instance %d; answers %v; longest pause in issuing after the cut %v", owner, sum, gap.Round(time.Millisecond))
+			if testing.Verbose() {
+				m := string(do(t, "GET", f.procs[victim].base+"/metrics", "").body)
+				for _, l := range strings.Split(m, "\n") {
+					if strings.HasPrefix(l, "couponsvc_peer_batches_total") || strings.HasPrefix(l, "couponsvc_issue_total") || strings.HasPrefix(l, "couponsvc_lock_hold_seconds_count") {
+						t.Log("cut-off instance:", l)
+					}
+				}
+			}
+			report(t, fmt.Sprintf("1 of 3 instances cut off from 2 of 3 Redis nodes mid-crowd (%s)", t.Name()[strings.LastIndex(t.Name(), "/")+1:]),
+				fmt.Sprintf("its share of the crowd was served through the owner: %d of %d answers 503, the whole stock issued (%v)", n503, users, sum), gap)
+		})
+	}
+}
