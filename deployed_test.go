@@ -53,7 +53,7 @@ func (f *fleet) ownerOf(t *testing.T, st *stack, code string) int {
 	t.Helper()
 	probe := lock.New(lock.NewNodes(testenv.Addrs(st.redis), ""))
 	defer probe.Close()
-	addr, _, err := probe.Mutex("coupon:"+code).Holder(context.Background())
+	addr, _, err := probe.Mutex("coupon:" + code).Holder(context.Background())
 	if err != nil {
 		t.Fatalf("owner of %s: %v", code, err)
 	}
