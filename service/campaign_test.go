@@ -117,6 +117,13 @@ func TestIssueWindowEdges(t *testing.T) {
 			t.Errorf("%s: expiresAt %v for issuedAt %v and 7 valid days", tc.name, e.ExpiresAt, e.IssuedAt)
 		}
 	}
+	// The window is checked at the request's arrival, not when it is handled: a request that
+	// reached the host 2 ms before the opening and is handled 1 ms after it is not issued.
+	c.Set(opens.Add(time.Millisecond))
+	early := WithArrival(ctx, time.Now().Add(-2*time.Millisecond))
+	if _, err := s.Issue(early, "EDGE", uuid.New()); !errors.Is(err, ErrEventNotOpen) {
+		t.Errorf("arrived 1 ms before opensAt, handled 1 ms after: %v, want %v", err, ErrEventNotOpen)
+	}
 
 	c.Set(opens.Add(time.Minute))
 	pause := func(p bool) {

@@ -108,7 +108,8 @@ func (s *Service) Issue(ctx context.Context, code string, userID uuid.UUID) (Wal
 		arrived = at
 		s.observeArrival(start, at)
 	}
-	e, err := s.issue(ctx, code, userID, arrived)
+	// The business clock at the request's arrival: the issuing window is checked then.
+	e, err := s.issue(ctx, code, userID, arrived, s.now().Add(-start.Sub(arrived)))
 	result := resultOf(err)
 	label := code
 	if errors.Is(err, ErrCouponNotFound) {
@@ -172,14 +173,15 @@ func resultOf(err error) string {
 
 // issue serves one request that arrived at the given time: its place in the coupon's queue is
 // by arrival, whatever delayed it since (a coupon's first load, scheduling).
-func (s *Service) issue(ctx context.Context, code string, userID uuid.UUID, arrived time.Time) (WalletEntry, error) {
+func (s *Service) issue(ctx context.Context, code string, userID uuid.UUID, arrived, nowAtArrival time.Time) (WalletEntry, error) {
 	st, err := s.state(ctx, code)
 	if err != nil {
 		return WalletEntry{}, err
 	}
 	// The window as this instance knows it (no lock, no query): at most MetaRefresh old, and
-	// usually moments old after a change (the bus).
-	if err := st.window.Load().check(s.now()); err != nil {
+	// usually moments old after a change (the bus). It is checked at the request's arrival, so
+	// a request that arrived before the opening is not issued because it was handled after it.
+	if err := st.window.Load().check(nowAtArrival); err != nil {
 		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, err)
 	}
 	st.mu.Lock()

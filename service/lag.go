@@ -146,6 +146,11 @@ func (s *Service) settle(st *couponState) {
 	start, limit := time.Now(), max(s.cfg.BoundarySettle, maxSettle)
 	age := max(s.cfg.BoundarySettle, min(s.lag.recent(start), maxSettle))
 	for {
+		// The queue and the remaining stock may have changed while st.mu was released (another
+		// instance's facts, requests that left): re-check that a boundary still exists.
+		if st.remaining <= 0 || len(st.queue) < st.remaining {
+			return
+		}
 		now := time.Now()
 		boundary := st.queue[st.remaining-1].arrived // earlier arrivals may have moved it
 		if now.Sub(start) >= limit || (now.Sub(boundary) >= age && s.handling.past(boundary, now)) {
