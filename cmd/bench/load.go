@@ -140,8 +140,8 @@ func buildWorkload(name string, quick bool) *workload {
 		return w
 	case "W6": // the opening moment (couponsvc only: the reference has no issuing windows)
 		stock, clients := 100, 200
-		if quick {
-			stock, clients = 50, 50
+		if quick { // the same ratio: the requests in flight at the opening outnumber the stock
+			stock, clients = 25, 50
 		}
 		op := &opening{code: "OPENING", stock: stock, lead: 2 * time.Second, early: time.Second, limit: 20 * time.Second}
 		return &workload{name: name, clients: clients, opening: op, stock: map[string]int{op.code: stock},
