@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -147,73 +149,109 @@ func (inv invariants) String() string {
 	return "FAIL: " + strings.Join(inv.problems, "; ")
 }
 
-// fcfs is the FCFS precision of one coupon.
+// fcfs is the first-come-first-served outcome of one coupon with more distinct askers than
+// stock.
 type fcfs struct {
 	code      string
 	precision float64 // |winners ∩ early| / |winners|
 	winners   int
-	early     int
+	early     int // the first `stock` distinct askers by their first send
+	earlyWon  int // |winners ∩ early|
+	// late: the latest first send of a winner minus the boundary (the first send of the
+	// stock-th distinct asker); ≤ 0 when every winner was among the first `stock`.
+	late time.Duration
 }
 
-// fcfsPrecision computes, for every coupon whose distinct users outnumber its stock: order its
-// requests by send time; the early set is the first `stock` distinct users by their first send;
-// precision is the share of the winners (201s) that are in the early set.
+// fcfsPrecision computes, for every coupon whose distinct askers outnumber its stock (askers:
+// the users with a request sent at or after wl.eligibleNs): order the askers by their first
+// send; the early set is the first `stock` of them and the boundary is the stock-th one's first
+// send; precision is the share of the winners (201s, whenever sent) that are in the early set,
+// and late is how long after the boundary the latest winner first sent.
 func fcfsPrecision(wl *workload, load loadResult) []fcfs {
-	type sent struct {
-		at   int64
-		user uuid.UUID
-	}
-	byCode := map[string][]sent{}
-	winners := map[string]map[uuid.UUID]bool{}
+	firstAny := map[issueReq]int64{}           // (coupon, user) -> first send, any time
+	first := map[string]map[uuid.UUID]int64{}  // coupon -> asker -> first send at or after eligibleNs
+	winners := map[string]map[uuid.UUID]bool{} // coupon -> users answered 201
 	for i, s := range load.samples {
 		if !s.sent {
 			continue
 		}
 		r := wl.reqs[i]
-		byCode[r.code] = append(byCode[r.code], sent{s.sendNs, r.user})
+		if at, ok := firstAny[r]; !ok || s.sendNs < at {
+			firstAny[r] = s.sendNs
+		}
 		if s.status == 201 {
 			if winners[r.code] == nil {
 				winners[r.code] = map[uuid.UUID]bool{}
 			}
 			winners[r.code][r.user] = true
 		}
+		if s.sendNs < wl.eligibleNs {
+			continue
+		}
+		if first[r.code] == nil {
+			first[r.code] = map[uuid.UUID]int64{}
+		}
+		if at, ok := first[r.code][r.user]; !ok || s.sendNs < at {
+			first[r.code][r.user] = s.sendNs
+		}
 	}
-	codes := make([]string, 0, len(byCode))
-	for c := range byCode {
+	codes := make([]string, 0, len(first))
+	for c := range first {
 		codes = append(codes, c)
 	}
 	sort.Strings(codes)
 	var out []fcfs
 	for _, code := range codes {
-		list := byCode[code]
 		stock := wl.stock[code]
-		sort.SliceStable(list, func(i, j int) bool { return list[i].at < list[j].at })
-		early := map[uuid.UUID]bool{}
-		for _, s := range list {
-			if len(early) == stock {
-				break
-			}
-			early[s.user] = true
-		}
-		distinct := map[uuid.UUID]bool{}
-		for _, s := range list {
-			distinct[s.user] = true
-		}
-		if len(distinct) <= stock { // no competition: every asker can win
+		if len(first[code]) <= stock { // no competition: every asker can win
 			continue
+		}
+		type asker struct {
+			user uuid.UUID
+			at   int64
+		}
+		askers := make([]asker, 0, len(first[code]))
+		for u, at := range first[code] {
+			askers = append(askers, asker{u, at})
+		}
+		sort.Slice(askers, func(i, j int) bool { return askers[i].at < askers[j].at })
+		early := map[uuid.UUID]bool{}
+		for _, a := range askers[:stock] {
+			early[a.user] = true
+		}
+		var boundary int64
+		if stock > 0 {
+			boundary = askers[stock-1].at
 		}
 		w := winners[code]
 		f := fcfs{code: code, winners: len(w), early: len(early)}
-		if len(w) > 0 {
-			var in int
-			for u := range w {
-				if early[u] {
-					in++
-				}
+		var latest int64 = math.MinInt64
+		for u := range w { // a winner's first send, whenever it was (W6: before the opening too)
+			if early[u] {
+				f.earlyWon++
 			}
-			f.precision = float64(in) / float64(len(w))
+			latest = max(latest, firstAny[issueReq{code, u}])
+		}
+		if len(w) > 0 {
+			f.precision = float64(f.earlyWon) / float64(len(w))
+			f.late = time.Duration(latest - boundary)
 		}
 		out = append(out, f)
 	}
 	return out
+}
+
+// openingFacts reads, in PostgreSQL, how many wallet rows of coupon code were issued before its
+// opensAt (must be 0) and how long after opensAt the last one was issued (PostgreSQL's clock).
+func openingFacts(ctx context.Context, dsn, code string) (before int, last time.Duration, err error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer conn.Close(ctx)
+	var lastUs float64
+	err = conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE w.issued_at < c.opens_at),
+		coalesce(extract(epoch FROM max(w.issued_at) - c.opens_at) * 1e6, 0)
+		FROM coupon c LEFT JOIN coupon_wallet w ON w.coupon_id = c.id WHERE c.code = $1 GROUP BY c.opens_at`, code).Scan(&before, &lastUs)
+	return before, time.Duration(lastUs * float64(time.Microsecond)), err
 }

@@ -37,9 +37,34 @@ type workload struct {
 	title   string
 	clients int
 	barrier bool           // one request per client, all released at once
-	reqs    []issueReq     // in dispatch order
+	reqs    []issueReq     // in dispatch order (W6: the requests sent, filled in by the run)
 	extra   []couponDef    // coupons to create besides the seeded tiers
 	stock   map[string]int // stock of every coupon the workload asks for
+	opening *opening       // W6: a coupon created through the admin API, opening later
+	// eligibleNs: only requests sent at or after it (since the load started) count as askers
+	// in the FCFS figures (W6: the opening; before it no request can win).
+	eligibleNs int64
+}
+
+// opening is W6's coupon: created through couponsvc's admin API with opensAt `lead` in the
+// future; the clients send fresh users from `early` before the opening until it is sold out,
+// for at most `limit` after the opening.
+type opening struct {
+	code               string
+	stock              int
+	lead, early, limit time.Duration
+	opensAt            time.Time // set by the run (monotonic reading kept)
+}
+
+// allWorkloads are the workloads the bench knows, in the order they run.
+var allWorkloads = []string{"W1", "W2", "W3", "W4", "W5", "W6"}
+
+// referenceSkips says why the reference design does not run a workload ("" when it does).
+func referenceSkips(name string) string {
+	if name == "W6" {
+		return "the reference design has no issuing windows (opensAt)"
+	}
+	return ""
 }
 
 // Demo tiers seeded by couponsvc migrate (contract).
@@ -95,6 +120,34 @@ func buildWorkload(name string, quick bool) *workload {
 			w.reqs = append(w.reqs, issueReq{code, uuid.New()})
 		}
 		return w
+	case "W5": // many coupons at once: each user asks for one of 100 coupons, at random
+		coupons, stock, users, clients := 100, 50, 20000, 400
+		if quick {
+			stock, users, clients = 5, 2000, 100
+		}
+		w := &workload{name: name, clients: clients, stock: map[string]int{},
+			title: fmt.Sprintf("many coupons at once: %s distinct users, each on one of %d coupons M001..M%03d (stock %d each, %s in all) at random, %d clients",
+				thousands(users), coupons, coupons, stock, thousands(coupons*stock), clients)}
+		codes := make([]string, coupons)
+		for i := range codes {
+			codes[i] = fmt.Sprintf("M%03d", i+1)
+			w.extra = append(w.extra, couponDef{codes[i], stock})
+			w.stock[codes[i]] = stock
+		}
+		for range users {
+			w.reqs = append(w.reqs, issueReq{codes[rng.IntN(coupons)], uuid.New()})
+		}
+		return w
+	case "W6": // the opening moment (couponsvc only: the reference has no issuing windows)
+		stock, clients := 100, 200
+		if quick { // the same ratio: the requests in flight at the opening outnumber the stock
+			stock, clients = 25, 50
+		}
+		op := &opening{code: "OPENING", stock: stock, lead: 2 * time.Second, early: time.Second, limit: 20 * time.Second}
+		return &workload{name: name, clients: clients, opening: op, stock: map[string]int{op.code: stock},
+			title: fmt.Sprintf("the opening moment: a coupon of stock %d created through the admin API with opensAt %v later; "+
+				"%d clients send fresh users from %v before the opening until it is sold out (at most %v after the opening); couponsvc only",
+				stock, op.lead, clients, op.early, op.limit)}
 	}
 	panic("unknown workload " + name)
 }
@@ -318,58 +371,21 @@ func (lc *loadClient) drive(ctx context.Context, base string, wl *workload, limi
 	samples := make([]sample, n)
 	reqs := make([][]byte, n)
 	for i, r := range wl.reqs {
-		body := `{"userId":"` + r.user.String() + `"}`
-		reqs[i] = []byte("POST /api/v1/coupons/" + r.code + "/issue HTTP/1.1\r\nHost: " + lc.addr +
-			"\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
+		reqs[i] = lc.issueRequest(r)
 	}
 	var next atomic.Int64
 	var capped atomic.Bool
 	start := time.Now()
-	startOff := int64(start.Sub(epoch))
 	deadline := start.Add(limit)
-	// one sends request i on client k's connection (redialled after a transport error).
-	one := func(k, i int) {
-		s := &samples[i]
-		s.sent = true
-		rc := lc.conns[k]
-		if rc == nil || rc.broken {
-			if rc != nil {
-				rc.c.Close()
-			}
-			var err error
-			if rc, err = lc.dial(ctx); err != nil {
-				lc.conns[k] = nil
-				s.sendNs, s.endNs = int64(time.Since(start)), int64(time.Since(start))
-				s.transErr = err.Error()
-				return
-			}
-			lc.conns[k] = rc
-		}
-		rc.c.SetDeadline(time.Now().Add(60 * time.Second))
-		status, body, sendNs, err := rc.roundTrip(reqs[i])
-		end := int64(time.Since(epoch))
-		s.sendNs, s.endNs, s.latNs = sendNs-startOff, end-startOff, end-sendNs
-		if err != nil {
-			s.transErr = err.Error()
-			return
-		}
-		s.status = status
-		if status == http.StatusCreated {
-			s.walletID = jsonString(body, "id")
-		} else {
-			s.errCode = jsonString(body, "code")
-		}
-	}
 	var wg sync.WaitGroup
 	if wl.barrier {
 		gate := make(chan struct{})
 		for i := range n {
 			wg.Add(1)
-			go func() { defer wg.Done(); <-gate; one(i, i) }()
+			go func() { defer wg.Done(); <-gate; lc.send(ctx, i, reqs[i], &samples[i], start) }()
 		}
 		time.Sleep(100 * time.Millisecond) // every goroutine parked at the gate
 		start = time.Now()
-		startOff = int64(start.Sub(epoch))
 		close(gate)
 	} else {
 		for k := range wl.clients {
@@ -385,13 +401,112 @@ func (lc *loadClient) drive(ctx context.Context, base string, wl *workload, limi
 						capped.Store(true)
 						return
 					}
-					one(k, i)
+					lc.send(ctx, k, reqs[i], &samples[i], start)
 				}
 			}()
 		}
 	}
 	wg.Wait()
-	res := loadResult{samples: samples, capped: capped.Load()}
+	return summarize(samples, capped.Load())
+}
+
+// send sends req on client k's connection (redialled after a transport error) and records the
+// outcome in s, with times since start.
+func (lc *loadClient) send(ctx context.Context, k int, req []byte, s *sample, start time.Time) {
+	startOff := int64(start.Sub(epoch))
+	s.sent = true
+	rc := lc.conns[k]
+	if rc == nil || rc.broken {
+		if rc != nil {
+			rc.c.Close()
+		}
+		var err error
+		if rc, err = lc.dial(ctx); err != nil {
+			lc.conns[k] = nil
+			s.sendNs, s.endNs = int64(time.Since(start)), int64(time.Since(start))
+			s.transErr = err.Error()
+			return
+		}
+		lc.conns[k] = rc
+	}
+	rc.c.SetDeadline(time.Now().Add(60 * time.Second))
+	status, body, sendNs, err := rc.roundTrip(req)
+	end := int64(time.Since(epoch))
+	s.sendNs, s.endNs, s.latNs = sendNs-startOff, end-startOff, end-sendNs
+	if err != nil {
+		s.transErr = err.Error()
+		return
+	}
+	s.status = status
+	if status == http.StatusCreated {
+		s.walletID = jsonString(body, "id")
+	} else {
+		s.errCode = jsonString(body, "code")
+	}
+}
+
+// issueRequest is the HTTP/1.1 request of r, prebuilt.
+func (lc *loadClient) issueRequest(r issueReq) []byte {
+	body := `{"userId":"` + r.user.String() + `"}`
+	return []byte("POST /api/v1/coupons/" + r.code + "/issue HTTP/1.1\r\nHost: " + lc.addr +
+		"\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
+}
+
+// driveOpening runs W6: from op.early before op.opensAt, every client sends a fresh user after
+// another to the coupon until any answer says SOLD_OUT, or until op.limit after the opening.
+// It returns the requests sent (the workload's reqs, in the order of the samples) and the
+// opening as an offset of the samples' clock.
+func (lc *loadClient) driveOpening(ctx context.Context, wl *workload) (loadResult, []issueReq, int64) {
+	op := wl.opening
+	if d := time.Until(op.opensAt.Add(-op.early)); d > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(d):
+		}
+	}
+	start := time.Now()
+	until := op.opensAt.Add(op.limit)
+	var soldOut, capped atomic.Bool
+	type sent struct {
+		req issueReq
+		s   sample
+	}
+	perClient := make([][]sent, wl.clients)
+	var wg sync.WaitGroup
+	for k := range wl.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !soldOut.Load() && ctx.Err() == nil {
+				if time.Now().After(until) {
+					capped.Store(true)
+					return
+				}
+				x := sent{req: issueReq{op.code, uuid.New()}}
+				lc.send(ctx, k, lc.issueRequest(x.req), &x.s, start)
+				perClient[k] = append(perClient[k], x)
+				if x.s.status == http.StatusGone {
+					soldOut.Store(true)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var reqs []issueReq
+	var samples []sample
+	for _, list := range perClient {
+		for _, x := range list {
+			reqs = append(reqs, x.req)
+			samples = append(samples, x.s)
+		}
+	}
+	return summarize(samples, capped.Load() && !soldOut.Load()), reqs, int64(op.opensAt.Sub(start))
+}
+
+// summarize makes the load result of the samples: duration from the load's start to the last
+// answer, and the requests not sent.
+func summarize(samples []sample, capped bool) loadResult {
+	res := loadResult{samples: samples, capped: capped}
 	var end int64
 	for i := range samples {
 		if !samples[i].sent {

@@ -4,12 +4,19 @@
 // references (pgbench one-row and spread-row transactions, redis-benchmark).
 //
 // It starts a throwaway durable PostgreSQL and three redis-servers, builds couponsvc and runs it
-// as a subprocess (so its RSS can be read from /proc), runs the reference design as a second
-// subprocess (this binary re-executed with the hidden argument "reference-server"), drives the
-// four workloads of issue 4 with a built-in load generator, and checks the invariants in
-// PostgreSQL after each one.
+// as subprocesses (so their RSS can be read from /proc), runs the reference design the same way
+// (this binary re-executed with the hidden argument "reference-server"), drives the four
+// workloads of issue 4 and two more (W5: 100 coupons at once; W6: the opening moment of a
+// coupon created through the admin API, couponsvc only) with a built-in load generator, and
+// checks the invariants in PostgreSQL after each one.
 //
-//	go run ./cmd/bench [-workloads W1,W2,W3,W4] [-designs couponsvc,reference] [-quick] [-out FILE]
+// Each design runs in each deployment: one instance reached directly, one instance behind an
+// nginx configured like ingress-nginx (internal/testenv.StartNginx), and N instances behind it
+// (-instances, default 3), all instances of a run on the same PostgreSQL and the same three
+// Redis nodes, each run on a fresh database and empty Redis nodes.
+//
+//	go run ./cmd/bench [-workloads W1,W2,W3,W4,W5,W6] [-designs couponsvc,reference]
+//	    [-deployments direct,nginx-1,nginx-N] [-instances 3] [-quick] [-out FILE]
 package main
 
 import (
@@ -22,6 +29,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -37,8 +45,9 @@ const (
 
 // options is what one bench run does.
 type options struct {
-	Workloads    []string      // W1..W4
+	Workloads    []string      // W1..W6
 	Designs      []string      // couponsvc, reference
+	Deployments  []deployment  // how the instances are reached; none = one instance, direct
 	Quick        bool          // scaled-down sizes
 	Durable      bool          // PostgreSQL durability settings at their defaults (the bench); tests turn them off
 	References   bool          // run pgbench and redis-benchmark first
@@ -88,8 +97,11 @@ func main() {
 
 func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	workloads := fs.String("workloads", "W1,W2,W3,W4", "comma-separated workloads to run")
+	workloads := fs.String("workloads", strings.Join(allWorkloads, ","), "comma-separated workloads to run")
 	designs := fs.String("designs", "couponsvc,reference", "comma-separated designs to run")
+	deployments := fs.String("deployments", "direct,nginx-1,nginx-N", "comma-separated deployments: direct (one instance, no proxy), "+
+		"nginx-K (K instances behind nginx configured like ingress-nginx), nginx-N (-instances of them)")
+	instances := fs.Int("instances", 3, "N: the number of instances of the nginx-N deployment")
 	quick := fs.Bool("quick", false, "scaled-down sizes for a fast smoke run")
 	out := fs.String("out", "", "also write the markdown report to this file")
 	bin := fs.String("couponsvc-bin", "", "use this couponsvc binary instead of building one")
@@ -109,8 +121,20 @@ func parseFlags(args []string) (options, error) {
 		RefRedisPool: *refPool,
 	}
 	for _, w := range o.Workloads {
-		if !slices.Contains([]string{"W1", "W2", "W3", "W4"}, w) {
-			return options{}, fmt.Errorf("-workloads: unknown workload %q (want W1, W2, W3, W4)", w)
+		if !slices.Contains(allWorkloads, w) {
+			return options{}, fmt.Errorf("-workloads: unknown workload %q (want one of %s)", w, strings.Join(allWorkloads, ", "))
+		}
+	}
+	if *instances < 1 {
+		return options{}, fmt.Errorf("-instances %d: want at least 1", *instances)
+	}
+	for _, name := range splitList(*deployments) {
+		d, err := parseDeployment(name, *instances)
+		if err != nil {
+			return options{}, fmt.Errorf("-deployments: %w", err)
+		}
+		if !slices.Contains(o.Deployments, d) {
+			o.Deployments = append(o.Deployments, d)
 		}
 	}
 	for _, d := range o.Designs {
@@ -118,10 +142,42 @@ func parseFlags(args []string) (options, error) {
 			return options{}, fmt.Errorf("-designs: unknown design %q (want couponsvc, reference)", d)
 		}
 	}
-	if len(o.Workloads) == 0 || len(o.Designs) == 0 {
+	if len(o.Workloads) == 0 || len(o.Designs) == 0 || len(o.Deployments) == 0 {
 		return options{}, errors.New("nothing to run")
 	}
 	return o, nil
+}
+
+// deployment is how a design's instances are reached: one instance directly, or some instances
+// behind nginx.
+type deployment struct {
+	instances int
+	nginx     bool
+}
+
+var direct = deployment{instances: 1}
+
+func (d deployment) String() string {
+	if !d.nginx {
+		return "direct"
+	}
+	return fmt.Sprintf("%d behind nginx", d.instances)
+}
+
+// parseDeployment reads "direct", "nginx-K" or "nginx-N" (n instances).
+func parseDeployment(name string, n int) (deployment, error) {
+	if name == "direct" {
+		return direct, nil
+	}
+	if k, ok := strings.CutPrefix(name, "nginx-"); ok {
+		if k == "N" || k == "n" {
+			return deployment{instances: n, nginx: true}, nil
+		}
+		if i, err := strconv.Atoi(k); err == nil && i >= 1 {
+			return deployment{instances: i, nginx: true}, nil
+		}
+	}
+	return deployment{}, fmt.Errorf("unknown deployment %q (want direct, nginx-K or nginx-N)", name)
 }
 
 func splitList(s string) []string {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
@@ -10,11 +11,14 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
 )
 
-// result is one design on one workload.
+// result is one design in one deployment on one workload.
 type result struct {
 	design           string
+	deployment       deployment
 	workload         *workload
 	load             loadResult
 	inv              invariants
@@ -23,7 +27,8 @@ type result struct {
 	goroutinesBefore int
 	goroutinesAfter  int
 	notes            []string
-	loadAvg          string // the machine's 1-minute load average just before the run
+	loadAvg          string       // the machine's 1-minute load average just before the run
+	open             *openingFigs // W6 only
 
 	lats []int64 // sorted latencies of answered requests (lazily)
 }
@@ -127,11 +132,81 @@ func (r *result) fcfsText() string {
 	if len(r.fcfs) == 1 && len(r.workload.stock) == 1 {
 		return fmtPct(r.fcfs[0].precision)
 	}
+	if len(r.fcfs) > 4 { // W5: one figure over the coupons
+		var sum float64
+		for _, f := range r.fcfs {
+			sum += f.precision
+		}
+		return fmt.Sprintf("min %s, mean %s over %d coupons", fmtPct(r.minFCFS()), fmtPct(sum/float64(len(r.fcfs))), len(r.fcfs))
+	}
 	parts := make([]string, len(r.fcfs))
 	for i, f := range r.fcfs {
 		parts[i] = f.code + " " + fmtPct(f.precision)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// lateText is the fairness figure: the latest winner's first send after the boundary (the
+// stock-th distinct asker's first send), in ms, the highest over the coupons with competition
+// and winners ("n/a" when none).
+func (r *result) lateText() string {
+	var late time.Duration
+	n := 0
+	for _, f := range r.fcfs {
+		if f.winners == 0 {
+			continue
+		}
+		if n == 0 || f.late > late {
+			late = f.late
+		}
+		n++
+	}
+	if n == 0 {
+		return "n/a"
+	}
+	return signedMs(late)
+}
+
+// signedMs is fmtMs with a sign for negative durations.
+func signedMs(d time.Duration) string {
+	if d < 0 {
+		return "-" + fmtMs(-d)
+	}
+	return fmtMs(d)
+}
+
+// stockText says how much of the stock was issued against what could be: per coupon, the stock
+// or its distinct askers when fewer.
+func (r *result) stockText() string {
+	askers := map[string]map[uuid.UUID]bool{}
+	for i, s := range r.load.samples {
+		if s.sent {
+			q := r.workload.reqs[i]
+			if askers[q.code] == nil {
+				askers[q.code] = map[uuid.UUID]bool{}
+			}
+			askers[q.code][q.user] = true
+		}
+	}
+	var stock, could, short int
+	for code, st := range r.workload.stock {
+		stock += st
+		could += min(st, len(askers[code]))
+		if len(askers[code]) < st {
+			short++
+		}
+	}
+	issued := r.status(201)
+	text := fmt.Sprintf("%s of the %s in stock issued", thousands(issued), thousands(stock))
+	switch {
+	case issued == stock:
+		text += " (every coupon sold out)"
+	case issued == could:
+		text += fmt.Sprintf(" (all that could be: %d coupons had fewer distinct askers than stock)", short)
+	default:
+		text += fmt.Sprintf(" (NOT all: %s could have been)", thousands(could))
+	}
+	return text
 }
 
 // minFCFS is the lowest FCFS precision over the coupons with competition (-1 when none).
@@ -210,6 +285,7 @@ type report struct {
 	machine machine
 	refs    []physRef
 	results []*result
+	skipped []string // design/workload pairs not run, and why
 	elapsed time.Duration
 }
 
@@ -222,13 +298,24 @@ func (rep *report) invariantsOK() bool {
 	return true
 }
 
-func (rep *report) find(design, wl string) *result {
+func (rep *report) find(design string, dep deployment, wl string) *result {
 	for _, r := range rep.results {
-		if r.design == design && r.workload.name == wl {
+		if r.design == design && r.deployment == dep && r.workload.name == wl {
 			return r
 		}
 	}
 	return nil
+}
+
+// deployments lists the deployments run, in order.
+func (rep *report) deployments() []deployment {
+	var out []deployment
+	for _, r := range rep.results {
+		if !slices.Contains(out, r.deployment) {
+			out = append(out, r.deployment)
+		}
+	}
+	return out
 }
 
 func (rep *report) markdown() string {
@@ -259,16 +346,24 @@ func (rep *report) markdown() string {
 			fmt.Fprintf(&b, "- **%s** %s\n", r.workload.name, r.workload.title)
 		}
 	}
-	b.WriteString("\nDesigns: **couponsvc** (this repository's binary, a subprocess, LOG_LEVEL=warn, other settings at their defaults); " +
+	b.WriteString("\nDesigns: **couponsvc** (this repository's binary, subprocesses, LOG_LEVEL=warn, other settings at their defaults; ADMIN_TOKEN set in W6); " +
 		"**reference** (a Go port of the Spring + Redisson design: Gin, pgx pool defaults, redsync v4 mutex with default options over the same three Redis nodes; " +
 		"every request takes the coupon's lock, then SELECT coupon, check stock, check wallet, INSERT, UPDATE in one transaction; " +
 		refPoolText(rep.opts.RefRedisPool) + "). " +
-		"Each run: fresh database, empty Redis nodes, fresh server process, connections opened before the clock starts. " +
-		fmt.Sprintf("The load phase of one run is capped at %v (requests not sent by then would be reported).\n\n", rep.opts.Cap))
+		"Deployments: **direct** (one instance, the load generator connects to it); **K behind nginx** (K instances, every one on the same PostgreSQL and the same three Redis nodes, " +
+		"behind one nginx configured like ingress-nginx's defaults: round robin, keep-alive to the instances (keepalive 320, keepalive_requests 10000, HTTP/1.1), " +
+		"a request retried on another instance only when no connection could be made (proxy_next_upstream error timeout), worker_processes auto, no access log; " +
+		"the load generator connects to nginx). " +
+		"Each run: fresh database, empty Redis nodes, fresh server processes, connections opened before the clock starts. " +
+		fmt.Sprintf("The load phase of one run is capped at %v (requests not sent by then would be reported).", rep.opts.Cap))
+	for _, s := range rep.skipped {
+		b.WriteString(" " + s + ".")
+	}
+	b.WriteString("\n\n")
 
 	b.WriteString("### Results\n\n")
-	b.WriteString("| design | workload | requests | req/s | issued/s | p50 ms | p95 ms | p99 ms | max ms | 201 | 409 | 410 | 429 | 503 (LOCK_TIMEOUT) | other | transport errors | FCFS precision | peak RSS MiB | goroutines before → after | invariants |\n")
-	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |\n")
+	b.WriteString("| design | deployment | workload | requests | req/s | issued/s | p50 ms | p95 ms | p99 ms | max ms | 201 | 409 | 410 | 429 | 503 (LOCK_TIMEOUT) | other | transport errors | FCFS precision | latest winner after the boundary (ms) | peak RSS MiB | goroutines before → after | invariants |\n")
+	b.WriteString("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | --- |\n")
 	for _, r := range rep.results {
 		sent := r.sent()
 		other := r.count(func(s sample) bool {
@@ -282,50 +377,66 @@ func (rep *report) markdown() string {
 		if r.load.notSent > 0 {
 			reqs = fmt.Sprintf("%s of %s (capped)", thousands(sent), thousands(len(r.load.samples)))
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s | %.0f | %s → %s | %s |\n",
-			r.design, r.workload.name, reqs, thousands(int(r.reqPerSec()+0.5)), thousands(int(r.issuedPerSec()+0.5)),
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s | %s | %.0f | %s → %s | %s |\n",
+			r.design, r.deployment, r.workload.name, reqs, thousands(int(r.reqPerSec()+0.5)), thousands(int(r.issuedPerSec()+0.5)),
 			fmtMs(r.pct(0.50)), fmtMs(r.pct(0.95)), fmtMs(r.pct(0.99)), fmtMs(r.pct(1)),
 			thousands(r.status(201)), thousands(r.status(409)), thousands(r.status(410)), thousands(r.status(429)),
 			thousands(r.status(503)), thousands(r.count(func(s sample) bool { return s.status == 503 && s.errCode == "LOCK_TIMEOUT" })),
 			thousands(other), thousands(r.count(func(s sample) bool { return s.status == 0 })),
-			r.fcfsText(), float64(r.peakRSS)/(1<<20), fmtCount(r.goroutinesBefore), fmtCount(r.goroutinesAfter), r.invariantsText())
+			r.fcfsText(), r.lateText(), float64(r.peakRSS)/(1<<20), fmtCount(r.goroutinesBefore), fmtCount(r.goroutinesAfter), r.invariantsText())
 	}
 	b.WriteString("\nreq/s = answered requests / (first send → last answer); issued/s = 201s over the same time. " +
-		"FCFS precision: per coupon with more distinct askers than stock, the share of winners among the first `stock` distinct users by send time. " +
-		"Goroutines from /metrics go_goroutines: before the load (no client connected) and " +
-		fmt.Sprintf("%v after it (the load's connections closed). ", rep.opts.Settle) +
-		"Invariants checked in PostgreSQL afterwards: issued_quantity = wallet rows ≤ total for every coupon, one row per (coupon, user), every 201 has its row (same id, coupon, user), no row without a 201.\n")
+		"FCFS precision: per coupon with more distinct askers than stock, the share of winners among the first `stock` distinct users by send time " +
+		"(W5: the lowest and the mean over its coupons; W6: only requests sent at or after the opening count). " +
+		"Latest winner after the boundary: per such coupon, order the distinct users by their first send; the boundary is the first send of the `stock`-th of them; " +
+		"the figure is the latest first send of any winner minus the boundary, in ms, the highest over the coupons " +
+		"(0 when the winners are exactly the first `stock` users; it says how much later than the last rightful winner a request could still win). " +
+		"Peak RSS: the highest of the instances. Goroutines from /metrics go_goroutines, summed over the instances: before the load (no client connected) and " +
+		fmt.Sprintf("%v after it (the load's connections and nginx closed). ", rep.opts.Settle) +
+		"Invariants checked in PostgreSQL afterwards: issued_quantity = wallet rows ≤ total for every coupon, one row per (coupon, user), every 201 has its row (same id, coupon, user), no row without a 201; " +
+		"W6 also: no wallet row issued before opensAt.\n")
 	var loads []string
 	for _, r := range rep.results {
-		loads = append(loads, r.design+" "+r.workload.name+" "+r.loadAvg)
+		loads = append(loads, fmt.Sprintf("%s (%s) %s %s", r.design, r.deployment, r.workload.name, r.loadAvg))
 	}
 	if len(loads) > 0 {
 		fmt.Fprintf(&b, "\nThe machine's 1-minute load average just before each run (other work on the machine skews the figures): %s.\n", strings.Join(loads, ", "))
 	}
 	for _, r := range rep.results {
+		who := fmt.Sprintf("%s (%s) on %s", r.design, r.deployment, r.workload.name)
 		if r.load.capped || r.load.notSent > 0 {
-			fmt.Fprintf(&b, "\n- %s on %s was capped at %v of load: %s of %s requests were not sent.", r.design, r.workload.name,
+			fmt.Fprintf(&b, "\n- %s was capped at %v of load: %s of %s requests were not sent.", who,
 				rep.opts.Cap, thousands(r.load.notSent), thousands(len(r.load.samples)))
 		}
-		for _, n := range append(r.notes, r.byAnswer()) {
-			fmt.Fprintf(&b, "\n- %s on %s: %s", r.design, r.workload.name, n)
+		notes := r.notes
+		if len(r.workload.stock) > 1 && r.workload.opening == nil {
+			notes = append(notes, r.stockText())
+		}
+		for _, n := range append(notes, r.byAnswer()) {
+			fmt.Fprintf(&b, "\n- %s: %s", who, n)
 		}
 		if !r.inv.ok {
-			fmt.Fprintf(&b, "\n- %s on %s: invariants %s", r.design, r.workload.name, r.inv)
+			fmt.Fprintf(&b, "\n- %s: invariants %s", who, r.inv)
 		}
 	}
 	b.WriteString("\n")
 
-	if t := rep.targets(); t != "" {
-		b.WriteString("\n### Targets of issue 4 (couponsvc vs reference, same run)\n\n")
+	if t := rep.openingTable(); t != "" {
+		b.WriteString("\n### The opening moment (W6)\n\n")
 		b.WriteString(t)
+	}
+	for _, dep := range rep.deployments() {
+		if t := rep.targets(dep); t != "" {
+			fmt.Fprintf(&b, "\n### Targets of issue 4, %s (couponsvc vs reference, same run)\n\n", dep)
+			b.WriteString(t)
+		}
 	}
 	fmt.Fprintf(&b, "\nWhole run: %s.\n", rep.elapsed.Round(time.Second))
 	return b.String()
 }
 
 // targets renders the second table: couponsvc/reference ratios and the absolute targets.
-func (rep *report) targets() string {
+func (rep *report) targets(dep deployment) string {
 	type row struct {
 		metric, cs, ref, ratio, target, verdict string
 	}
@@ -337,7 +448,7 @@ func (rep *report) targets() string {
 		return "MISS"
 	}
 	ratioRow := func(wl, what string, get func(*result) float64) {
-		c, r := rep.find(designCouponsvc, wl), rep.find(designReference, wl)
+		c, r := rep.find(designCouponsvc, dep, wl), rep.find(designReference, dep, wl)
 		if c == nil {
 			return
 		}
@@ -349,7 +460,7 @@ func (rep *report) targets() string {
 		rows = append(rows, x)
 	}
 	p99Row := func(wl string, limit time.Duration) {
-		c, r := rep.find(designCouponsvc, wl), rep.find(designReference, wl)
+		c, r := rep.find(designCouponsvc, dep, wl), rep.find(designReference, dep, wl)
 		if c == nil {
 			return
 		}
@@ -364,7 +475,7 @@ func (rep *report) targets() string {
 		rows = append(rows, x)
 	}
 	countRow := func(wl, what string, get func(*result) int) {
-		c, r := rep.find(designCouponsvc, wl), rep.find(designReference, wl)
+		c, r := rep.find(designCouponsvc, dep, wl), rep.find(designReference, dep, wl)
 		if c == nil {
 			return
 		}
@@ -390,7 +501,7 @@ func (rep *report) targets() string {
 		return r.count(func(s sample) bool { return s.status == 503 && s.errCode == "LOCK_TIMEOUT" })
 	})
 	for _, wl := range []string{"W1", "W2", "W3", "W4"} {
-		c, r := rep.find(designCouponsvc, wl), rep.find(designReference, wl)
+		c, r := rep.find(designCouponsvc, dep, wl), rep.find(designReference, dep, wl)
 		if c == nil || c.minFCFS() < 0 {
 			continue
 		}
@@ -400,10 +511,10 @@ func (rep *report) targets() string {
 		}
 		rows = append(rows, x)
 	}
-	if c := rep.find(designCouponsvc, "W3"); c != nil {
+	if c := rep.find(designCouponsvc, dep, "W3"); c != nil {
 		x := row{metric: "W3 peak RSS (MiB)", cs: fmt.Sprintf("%.0f", float64(c.peakRSS)/(1<<20)), ref: "—", ratio: "—",
 			target: "< 256 MiB", verdict: verdict(c.peakRSS < 256<<20)}
-		if r := rep.find(designReference, "W3"); r != nil {
+		if r := rep.find(designReference, dep, "W3"); r != nil {
 			x.ref = fmt.Sprintf("%.0f", float64(r.peakRSS)/(1<<20))
 			if r.peakRSS > 0 {
 				x.ratio = fmt.Sprintf("%.1fx", float64(c.peakRSS)/float64(r.peakRSS))
@@ -412,14 +523,14 @@ func (rep *report) targets() string {
 		rows = append(rows, x)
 	}
 	for _, wl := range []string{"W1", "W2", "W3", "W4"} {
-		c := rep.find(designCouponsvc, wl)
+		c := rep.find(designCouponsvc, dep, wl)
 		if c == nil {
 			continue
 		}
 		ok := c.goroutinesBefore >= 0 && c.goroutinesAfter >= 0 && c.goroutinesAfter <= c.goroutinesBefore+goroutineSlack
 		x := row{metric: wl + " goroutines before → after", cs: fmt.Sprintf("%s → %s", fmtCount(c.goroutinesBefore), fmtCount(c.goroutinesAfter)),
 			ref: "—", ratio: "—", target: fmt.Sprintf("back to idle (± %d)", goroutineSlack), verdict: verdict(ok)}
-		if r := rep.find(designReference, wl); r != nil {
+		if r := rep.find(designReference, dep, wl); r != nil {
 			x.ref = fmt.Sprintf("%s → %s", fmtCount(r.goroutinesBefore), fmtCount(r.goroutinesAfter))
 		}
 		rows = append(rows, x)
@@ -499,5 +610,89 @@ func thousands(n int) string {
 	if neg {
 		return "-" + b.String()
 	}
+	return b.String()
+}
+
+// openingFigs are W6's figures.
+type openingFigs struct {
+	stock         int
+	issuedBefore  int           // wallet rows issued before opensAt (PostgreSQL; must be 0)
+	sentBefore    int           // requests sent before the opening (answered EVENT_NOT_OPEN)
+	wonSentBefore int           // answers 201 to requests sent before the opening (arrived after it)
+	earliestWin   time.Duration // the earliest send of a 201 relative to the opening (< 0: before it)
+	soldOut       bool          // the whole stock was issued
+	sellOut       time.Duration // the opening → the answer of the last 201 (load generator's clock)
+	lastInPG      time.Duration // opensAt → the last wallet row's issued_at (PostgreSQL's clock)
+	fcfs          *fcfs         // the coupon's FCFS figures over the senders at or after the opening
+}
+
+// openingOf computes W6's figures of a run.
+func openingOf(wl *workload, r *result, issuedBefore int, lastInPG time.Duration) *openingFigs {
+	op := wl.opening
+	f := &openingFigs{stock: op.stock, issuedBefore: issuedBefore, lastInPG: lastInPG}
+	var lastWin int64 = -1
+	var firstWin int64 = math.MaxInt64
+	for _, s := range r.load.samples {
+		if !s.sent {
+			continue
+		}
+		if s.status == 201 {
+			firstWin = min(firstWin, s.sendNs)
+		}
+		if s.sendNs < wl.eligibleNs {
+			f.sentBefore++
+			if s.status == 201 {
+				f.wonSentBefore++
+			}
+		}
+		if s.status == 201 {
+			lastWin = max(lastWin, s.endNs)
+		}
+	}
+	f.soldOut = r.status(201) == op.stock
+	if lastWin >= 0 {
+		f.sellOut = time.Duration(lastWin - wl.eligibleNs)
+		f.earliestWin = time.Duration(firstWin - wl.eligibleNs)
+	}
+	for i := range r.fcfs {
+		if r.fcfs[i].code == op.code {
+			f.fcfs = &r.fcfs[i]
+		}
+	}
+	return f
+}
+
+// openingTable renders W6's figures, one row per run.
+func (rep *report) openingTable() string {
+	var b strings.Builder
+	for _, r := range rep.results {
+		f := r.open
+		if f == nil {
+			continue
+		}
+		if b.Len() == 0 {
+			b.WriteString("| design | deployment | issued before opening | requests sent before opening (201 among them) | earliest winner's send vs opening (ms) | opening → sold out (ms) | " +
+				"latest winner's send after the stock-th sender at/after opening (ms) | winners among the first `stock` senders at/after opening |\n" +
+				"| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |\n")
+		}
+		sell := "NOT sold out"
+		if f.soldOut {
+			sell = fmt.Sprintf("%s (last issued_at %s after opensAt in PostgreSQL)", fmtMs(f.sellOut), fmtMs(f.lastInPG))
+		}
+		late, share := "n/a", "n/a"
+		if f.fcfs != nil {
+			late = r.lateText()
+			share = fmt.Sprintf("%d of %d (%s)", f.fcfs.earlyWon, f.fcfs.early, fmtPct(float64(f.fcfs.earlyWon)/float64(f.fcfs.early)))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s (%s) | %s | %s | %s | %s |\n", r.design, r.deployment, thousands(f.issuedBefore),
+			thousands(f.sentBefore), thousands(f.wonSentBefore), signedMs(f.earliestWin), sell, late, share)
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	b.WriteString("\nIssued before opening: wallet rows whose issued_at (PostgreSQL's clock) is before the coupon's opensAt; it must be 0. " +
+		"A request sent before the opening may be handled after it and win: those are counted apart, and the earliest winner's send says how long before the opening one was sent (negative: before). " +
+		"Opening → sold out: from opensAt to the answer of the last 201, on the load generator's clock (same machine, same wall clock). " +
+		"The last two columns count only requests sent at or after the opening (every one a fresh user): the `stock`-th of them is the boundary.\n")
 	return b.String()
 }

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -95,20 +99,30 @@ func run(ctx context.Context, o options, stdout io.Writer) (*report, error) {
 	if o.References {
 		rep.refs = runReferences(ctx, o, e)
 	}
+	deployments := o.Deployments
+	if len(deployments) == 0 {
+		deployments = []deployment{direct}
+	}
 	for _, w := range o.Workloads {
-		for _, d := range o.Designs {
-			if err := ctx.Err(); err != nil {
-				return nil, err
+		for _, dep := range deployments {
+			for _, d := range o.Designs {
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
+				if why := referenceSkips(w); d == designReference && why != "" {
+					rep.skipped = appendOnce(rep.skipped, fmt.Sprintf("%s runs couponsvc only: %s", w, why))
+					continue
+				}
+				wl := buildWorkload(w, o.Quick)
+				o.logf("%s (%s) on %s: %s clients", d, dep, w, thousands(wl.clients))
+				res, err := runOne(ctx, o, e, d, dep, wl)
+				if err != nil {
+					return nil, fmt.Errorf("%s (%s) on %s: %w", d, dep, w, err)
+				}
+				o.logf("%s (%s) on %s: %s requests, %.0f req/s, %.0f issued/s, p99 %s ms, invariants %s", d, dep, w,
+					thousands(res.sent()), res.reqPerSec(), res.issuedPerSec(), fmtMs(res.pct(0.99)), res.invariantsText())
+				rep.results = append(rep.results, res)
 			}
-			wl := buildWorkload(w, o.Quick)
-			o.logf("%s on %s: %d requests, %d clients", d, w, len(wl.reqs), wl.clients)
-			res, err := runOne(ctx, o, e, d, wl)
-			if err != nil {
-				return nil, fmt.Errorf("%s on %s: %w", d, w, err)
-			}
-			o.logf("%s on %s: %.0f req/s, %.0f issued/s, p99 %s ms, invariants %s", d, w, res.reqPerSec(), res.issuedPerSec(),
-				fmtMs(res.pct(0.99)), res.invariantsText())
-			rep.results = append(rep.results, res)
 		}
 	}
 	rep.elapsed = time.Since(started)
@@ -135,8 +149,17 @@ func containsStr(list []string, s string) bool {
 	return false
 }
 
-// runOne runs one design on one workload, on a fresh database and empty Redis nodes.
-func runOne(ctx context.Context, o options, e *env, design string, wl *workload) (*result, error) {
+func appendOnce(list []string, s string) []string {
+	if containsStr(list, s) {
+		return list
+	}
+	return append(list, s)
+}
+
+// runOne runs one design in one deployment on one workload, on a fresh database and empty
+// Redis nodes: its instances (all on that database and those nodes), nginx in front of them
+// when the deployment says so, the load, then the invariant checks.
+func runOne(ctx context.Context, o options, e *env, design string, dep deployment, wl *workload) (*result, error) {
 	for _, r := range e.redis { // no lock, fence or cached fact from the previous run
 		c := redis.NewClient(&redis.Options{Addr: r.Addr})
 		err := c.FlushAll(ctx).Err()
@@ -170,44 +193,93 @@ func runOne(ctx context.Context, o options, e *env, design string, wl *workload)
 	case designReference:
 		bin, extraEnv = e.refBin, e.refEnv
 	}
-	logPath := filepath.Join(e.tmp, fmt.Sprintf("%s-%s.log", design, wl.name))
-	srv, err := startServer(ctx, bin, []string{"serve"}, append(base, extraEnv...), logPath)
-	if err != nil {
-		return nil, err
+	if wl.opening != nil {
+		extraEnv = append(slices.Clone(extraEnv), "ADMIN_TOKEN="+adminToken)
 	}
-	defer srv.stop()
+	var srvs []*server
+	defer func() {
+		for _, s := range srvs {
+			s.stop()
+		}
+	}()
+	var upstreams []string
+	for i := range dep.instances {
+		logPath := filepath.Join(e.tmp, fmt.Sprintf("%s-%s-%s-%d.log", design, wl.name, strings.ReplaceAll(dep.String(), " ", "-"), i))
+		srv, err := startServer(ctx, bin, []string{"serve"}, append(base, extraEnv...), logPath)
+		if err != nil {
+			return nil, err
+		}
+		srvs = append(srvs, srv)
+		upstreams = append(upstreams, strings.TrimPrefix(srv.base, "http://"))
+	}
+	target := srvs[0].base
+	var proxy *testenv.Nginx
+	if dep.nginx {
+		if proxy, err = testenv.StartNginx(upstreams); err != nil {
+			return nil, err
+		}
+		defer proxy.Close()
+		target = proxy.URL
+	}
 
-	res := &result{design: design, workload: wl, loadAvg: loadAvg1()}
-	res.goroutinesBefore = srv.goroutines(ctx)
+	res := &result{design: design, deployment: dep, workload: wl, loadAvg: loadAvg1()}
+	res.goroutinesBefore = goroutinesOf(ctx, srvs)
 	lc := newLoadClient(wl.clients)
 	defer lc.close()
-	if err := lc.prewarm(ctx, srv.base, wl.clients); err != nil {
+	if err := lc.prewarm(ctx, target, wl.clients); err != nil {
 		return nil, fmt.Errorf("opening %d connections: %w", wl.clients, err)
 	}
 	limit := o.Cap
 	if limit <= 0 {
 		limit = time.Hour
 	}
-	res.load = lc.drive(ctx, srv.base, wl, limit)
+	if op := wl.opening; op != nil {
+		op.limit = min(op.limit, limit)
+		op.opensAt = time.Now().Add(op.lead)
+		if err := createOpeningCoupon(ctx, target, op); err != nil {
+			return nil, err
+		}
+		res.load, wl.reqs, wl.eligibleNs = lc.driveOpening(ctx, wl)
+	} else {
+		res.load = lc.drive(ctx, target, wl, limit)
+	}
 	lc.close() // the clients leave: the service should return to its idle goroutine count
+	if proxy != nil {
+		proxy.Close() // and so do nginx's keep-alive connections to the instances
+		if n := nginxErrors(proxy.ErrorLog()); n != "" {
+			res.notes = append(res.notes, n)
+		}
+	}
 	select {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-time.After(o.Settle):
 	}
-	res.goroutinesAfter = srv.goroutines(ctx)
+	res.goroutinesAfter = goroutinesOf(ctx, srvs)
 	if design == designCouponsvc {
-		res.notes = append(res.notes, insideCouponsvc(srv.metrics(ctx), batchStatement(ctx, dsn)))
+		res.notes = append(res.notes, insideCouponsvc(metricsOf(ctx, srvs), len(srvs), batchStatement(ctx, dsn)))
 	}
-	res.peakRSS = srv.peakRSS()
-	if err := srv.stop(); err != nil {
-		o.logf("%s on %s: stopping the server: %v", design, wl.name, err)
-	}
-	if crashed := srv.exitedEarly(); crashed != "" {
-		res.notes = append(res.notes, "server exited during the run: "+crashed)
+	for i, srv := range srvs {
+		res.peakRSS = max(res.peakRSS, srv.peakRSS())
+		if err := srv.stop(); err != nil {
+			o.logf("%s on %s: stopping instance %d: %v", design, wl.name, i, err)
+		}
+		if crashed := srv.exitedEarly(); crashed != "" {
+			res.notes = append(res.notes, fmt.Sprintf("instance %d exited during the run: %s", i, crashed))
+		}
 	}
 	res.inv = checkInvariants(ctx, dsn, res.load, wl.reqs)
 	res.fcfs = fcfsPrecision(wl, res.load)
+	if op := wl.opening; op != nil {
+		before, last, err := openingFacts(ctx, dsn, op.code)
+		if err != nil {
+			res.inv.problems = append(res.inv.problems, "opening facts: "+err.Error())
+		} else if before > 0 {
+			res.inv.problems = append(res.inv.problems, fmt.Sprintf("%d wallet rows issued before opensAt", before))
+		}
+		res.inv.ok = len(res.inv.problems) == 0
+		res.open = openingOf(wl, res, before, last)
+	}
 	if wl.barrier {
 		var first, last int64 = -1, 0
 		for _, s := range res.load.samples {
@@ -224,16 +296,98 @@ func runOne(ctx context.Context, o options, e *env, design string, wl *workload)
 	return res, nil
 }
 
+// nginxErrors summarizes the error-level lines of nginx's error log ("" when none): how many,
+// and the first.
+func nginxErrors(log string) string {
+	var n int
+	var first string
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "[error]") || strings.Contains(line, "[crit]") || strings.Contains(line, "[alert]") {
+			if n == 0 {
+				first = line
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("nginx logged %d errors, the first: `%s`", n, first)
+}
+
+// adminToken is the instances' ADMIN_TOKEN in the runs that use the admin API (W6).
+const adminToken = "bench-admin-token"
+
+// createOpeningCoupon creates W6's coupon through couponsvc's admin API at base.
+func createOpeningCoupon(ctx context.Context, base string, op *opening) error {
+	body, _ := json.Marshal(map[string]any{"code": op.code, "name": "bench opening " + op.code, "discountAmount": 100,
+		"totalQuantity": op.stock, "opensAt": op.opensAt.UTC().Format(time.RFC3339Nano)})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/v1/admin/coupons", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("create coupon %s through the admin API: %w", op.code, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("create coupon %s through the admin API: %d %s", op.code, resp.StatusCode, b)
+	}
+	if time.Until(op.opensAt) < op.early {
+		return fmt.Errorf("creating coupon %s took until %v before its opening, less than the %v the clients start before it",
+			op.code, time.Until(op.opensAt).Round(time.Millisecond), op.early)
+	}
+	return nil
+}
+
+// goroutinesOf is the instances' go_goroutines summed (-1 when one cannot be read).
+func goroutinesOf(ctx context.Context, srvs []*server) int {
+	sum := 0
+	for _, s := range srvs {
+		g := s.goroutines(ctx)
+		if g < 0 {
+			return -1
+		}
+		sum += g
+	}
+	return sum
+}
+
+// metricsOf is the instances' /metrics summed sample by sample (counters and histogram buckets
+// add up; nil when one cannot be read).
+func metricsOf(ctx context.Context, srvs []*server) promValues {
+	sum := promValues{}
+	for _, s := range srvs {
+		m := s.metrics(ctx)
+		if m == nil {
+			return nil
+		}
+		for k, v := range m {
+			sum[k] += v
+		}
+	}
+	return sum
+}
+
 // insideCouponsvc describes the run from couponsvc's own metrics: its batches (group commit),
 // their transactions and lock grants, and how long requests waited for this process's CPUs
 // after reaching the host; and, from pg_stat_statements, how much of a transaction was the
 // statement's own time in PostgreSQL.
-func insideCouponsvc(m promValues, inPG string) string {
+func insideCouponsvc(m promValues, instances int, inPG string) string {
 	if m == nil {
 		return "its /metrics could not be read"
 	}
 	ms := func(v float64) string { return fmtMs(time.Duration(v * float64(time.Second))) }
-	return fmt.Sprintf("inside couponsvc: %s batches of %.0f requests on average (p99 ≤ %.0f); "+
+	who := "inside couponsvc"
+	if instances > 1 {
+		who = fmt.Sprintf("inside couponsvc (its %d instances' metrics summed)", instances)
+	}
+	return fmt.Sprintf(who+": %s batches of %.0f requests on average (p99 ≤ %.0f); "+
 		"transaction mean %s ms (p99 ≤ %s)%s; lock grant held mean %s ms over %s grants; "+
 		"arrival at the host to handling p50 ≤ %s ms, p99 ≤ %s ms",
 		thousands(int(m["couponsvc_issue_batch_size_count"])), m.mean("couponsvc_issue_batch_size"),

@@ -287,5 +287,11 @@ func (s *server) exitedEarly() string {
 		}
 	default:
 	}
+	log := s.logTail(64 << 10)
+	for _, head := range []string{"panic:", "fatal error:"} { // and the top of the goroutine's stack
+		if i := strings.Index(log, head); i >= 0 {
+			return fmt.Sprintf("%v: %s", s.waitErr, strings.TrimSpace(log[i:min(len(log), i+1500)]))
+		}
+	}
 	return fmt.Sprintf("%v: %s", s.waitErr, s.logTail(500))
 }

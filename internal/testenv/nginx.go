@@ -53,6 +53,7 @@ type Nginx struct {
 	done     chan struct{}
 	watchdog *exec.Cmd
 	closed   bool
+	finalLog string // the error log as Close found it
 }
 
 // NewNginx starts an nginx in front of upstreams (host:port each) for this test; it is stopped
@@ -121,11 +122,11 @@ func (n *Nginx) nginxConf() string {
 	for _, u := range n.Upstreams {
 		fmt.Fprintf(&servers, "        server %s max_fails=0;\n", u)
 	}
-	// nginx raises its workers' open-file limit to worker_rlimit_nofile; only root may go
-	// beyond the hard limit.
+	// nginx raises its workers' open-file limit to worker_rlimit_nofile, within the hard limit
+	// (beyond it even root is refused where it lacks CAP_SYS_RESOURCE, as here).
 	nofile := uint64(65536)
 	var lim syscall.Rlimit
-	if os.Geteuid() != 0 && syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil && lim.Max < nofile {
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil && lim.Max < nofile {
 		nofile = lim.Max
 	}
 	return fmt.Sprintf(`# written by couponsvc/internal/testenv: ingress-nginx's defaults, one backend
@@ -223,7 +224,7 @@ func (n *Nginx) start(bin string) error {
 		select {
 		case <-done:
 			n.stopWatchdog()
-			return fmt.Errorf("nginx exited at start:\n%s", tail(n.ErrorLog(), 2000))
+			return fmt.Errorf("nginx exited at start:\n%s", tail(n.readErrorLog(), 2000))
 		default:
 		}
 		// The master writes its pid file after binding the listening socket.
@@ -238,7 +239,7 @@ func (n *Nginx) start(bin string) error {
 	n.killGroup()
 	<-done
 	n.stopWatchdog()
-	return fmt.Errorf("nginx on %s not ready after 10s:\n%s", n.Addr, tail(n.ErrorLog(), 2000))
+	return fmt.Errorf("nginx on %s not ready after 10s:\n%s", n.Addr, tail(n.readErrorLog(), 2000))
 }
 
 // startWatchdog starts a shell that kills process group pgid once its stdin (a pipe whose
@@ -315,11 +316,22 @@ func (n *Nginx) Close() {
 		}
 		n.stopWatchdog()
 	}
+	n.finalLog = n.readErrorLog()
 	os.RemoveAll(n.dir)
 }
 
-// ErrorLog is nginx's error log so far (upstream failures are logged there at level error).
+// ErrorLog is nginx's error log so far, or as it was when Close removed it (upstream failures
+// are logged there at level error).
 func (n *Nginx) ErrorLog() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return n.finalLog
+	}
+	return n.readErrorLog()
+}
+
+func (n *Nginx) readErrorLog() string {
 	b, _ := os.ReadFile(filepath.Join(n.dir, "error.log"))
 	return string(b)
 }

@@ -144,4 +144,8 @@ func TestNginxRoundRobinKeepAliveNoPOSTRetry(t *testing.T) {
 	if _, err := (&http.Client{Timeout: 2 * time.Second}).Get(n.URL + "/x"); err == nil {
 		t.Error("killed nginx still answers")
 	}
+	n.Close()
+	if !strings.Contains(n.ErrorLog(), "upstream prematurely closed") {
+		t.Error("the error log is gone after Close")
+	}
 }
