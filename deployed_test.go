@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -65,61 +64,35 @@ func (f *fleet) ownerOf(t *testing.T, st *stack, code string) int {
 	return -1
 }
 
-// oneCouponCrowd is n distinct users asking for one coupon through base, with the given
-// number of clients, paced over about dur.
-type oneCouponCrowd struct {
-	users   []uuid.UUID
-	answers []answer
-	errs    []error
-	sent    []time.Time
-}
-
-func runOneCouponCrowd(base, code string, n, clients int, dur time.Duration) *oneCouponCrowd {
-	c := &oneCouponCrowd{users: make([]uuid.UUID, n), answers: make([]answer, n), errs: make([]error, n), sent: make([]time.Time, n)}
+// runOneCouponCrowd sends n distinct users' requests for coupon code through base, with the
+// given number of clients, paced over about dur.
+func runOneCouponCrowd(base, code string, n, clients int, dur time.Duration) *pacedCrowd {
+	c := newPacedCrowd(n)
 	for i := range c.users {
-		c.users[i] = uuid.New()
+		c.users[i], c.codes[i] = uuid.New(), code
 	}
-	interval := dur / time.Duration(max(n/clients, 1))
-	var wg sync.WaitGroup
-	for w := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			next := time.Now()
-			for i := w; i < n; i += clients {
-				time.Sleep(time.Until(next))
-				next = next.Add(interval)
-				c.sent[i] = time.Now()
-				c.answers[i], c.errs[i] = send("POST", base+"/api/v1/coupons/"+code+"/issue", `{"userId":"`+c.users[i].String()+`"}`)
-			}
-		}()
-	}
-	wg.Wait()
+	c.run([]string{base}, clients, dur)
 	return c
 }
 
-// summary counts the answers by status and error code; nginx's 502 has an HTML body.
-func (c *oneCouponCrowd) summary() map[string]int {
-	m := map[string]int{}
-	for i, a := range c.answers {
-		k := fmt.Sprint(a.status)
-		switch {
-		case c.errs[i] != nil:
-			k = "transport error"
-		case a.status == http.StatusServiceUnavailable || a.status == http.StatusTooManyRequests:
-			k += " " + a.errorCode()
-		}
-		m[k]++
+// awaitCrowd waits for a crowd started in the background, at most a minute.
+func awaitCrowd(t *testing.T, done <-chan *pacedCrowd) *pacedCrowd {
+	t.Helper()
+	select {
+	case c := <-done:
+		return c
+	case <-time.After(time.Minute):
+		t.Fatal("the crowd did not finish within a minute")
+		return nil
 	}
-	return m
 }
 
-// verify checks PostgreSQL against the answers: never over the stock, one row per user, every
+// verifyOne checks PostgreSQL against the answers for one coupon: never over the stock, one row per user, every
 // 201's row present with its id, every 409 a holder, no 410 while stock remained, and a row
 // only for a user answered 201, or 409, or whose request died with its instance (nginx's 502,
 // or a transport error): the dead instance may have committed it before it could answer. With
 // more distinct users than stock asking, the whole stock is issued.
-func (c *oneCouponCrowd) verify(t *testing.T, dsn, code string, stock int, before ...uuid.UUID) {
+func (c *pacedCrowd) verifyOne(t *testing.T, dsn, code string, stock int, before ...uuid.UUID) {
 	t.Helper()
 	ctx := context.Background()
 	conn := db(t, dsn)
@@ -216,7 +189,7 @@ func TestFaultOwnerKilledMidCrowd(t *testing.T) {
 
 	var killedAt time.Time
 	victim := -1
-	done := make(chan *oneCouponCrowd, 1)
+	done := make(chan *pacedCrowd, 1)
 	go func() { done <- runOneCouponCrowd(f.proxy.URL, code, users, 200, 2500*time.Millisecond) }()
 	deadline := time.Now().Add(5 * time.Second)
 	for victim < 0 {
@@ -231,19 +204,14 @@ func TestFaultOwnerKilledMidCrowd(t *testing.T) {
 		t.Fatal(err)
 	}
 	killedAt = time.Now()
-	var c *oneCouponCrowd
-	select {
-	case c = <-done:
-	case <-time.After(60 * time.Second):
-		t.Fatal("the crowd did not finish within 60 s")
-	}
+	c := awaitCrowd(t, done)
 	sum := c.summary()
 	for k, n := range sum {
 		if !slices.Contains([]string{"201", "409", "410", "502", "transport error"}, k) {
 			t.Errorf("%d answers %s (all: %v)", n, k, sum)
 		}
 	}
-	c.verify(t, st.dsn, code, stock)
+	c.verifyOne(t, st.dsn, code, stock)
 	gap, last := issueGap(t, st.dsn, code, killedAt.Add(-100*time.Millisecond))
 	if gap > 2*time.Second {
 		t.Errorf("no coupon issued for %v after the owner was killed; want under 2 s", gap)
@@ -391,7 +359,7 @@ func TestFaultInstancePartitionedFromRedis(t *testing.T) {
 			if a, err := send("POST", first.base+"/api/v1/coupons/"+code+"/issue", `{"userId":"`+firstUser.String()+`"}`); err != nil || a.status != 201 {
 				t.Fatalf("first issue: %v %d %s", err, a.status, a.body)
 			}
-			done := make(chan *oneCouponCrowd, 1)
+			done := make(chan *pacedCrowd, 1)
 			go func() { done <- runOneCouponCrowd(f.proxy.URL, code, users, 200, 4*time.Second) }()
 			time.Sleep(300 * time.Millisecond)
 			owner := f.ownerOf(t, st, code)
@@ -399,12 +367,7 @@ func TestFaultInstancePartitionedFromRedis(t *testing.T) {
 			for _, r := range relays {
 				r.cut(t)
 			}
-			var c *oneCouponCrowd
-			select {
-			case c = <-done:
-			case <-time.After(60 * time.Second):
-				t.Fatal("the crowd did not finish within 60 s")
-			}
+			c := awaitCrowd(t, done)
 			sum := c.summary()
 			n503 := 0
 			for k, n := range sum {
@@ -418,7 +381,7 @@ func TestFaultInstancePartitionedFromRedis(t *testing.T) {
 			if n503*100 > users {
 				t.Errorf("%d of %d answers 503; at most 1%% allowed (all: %v)", n503, users, sum)
 			}
-			c.verify(t, st.dsn, code, stock, firstUser)
+			c.verifyOne(t, st.dsn, code, stock, firstUser)
 			gap, _ := issueGap(t, st.dsn, code, cutAt)
 			t.Logf("owner at the cut: instance %d; answers %v; longest pause in issuing after the cut %v", owner, sum, gap.Round(time.Millisecond))
 			if testing.Verbose() {

@@ -49,8 +49,7 @@ type pacedCrowd struct {
 // spread over the three tiers; one request in ten repeats an earlier user's request (a retry).
 // Requests go round-robin to the instances' base URLs.
 func runPacedCrowd(bases []string, n, clients int, dur time.Duration) *pacedCrowd {
-	c := &pacedCrowd{users: make([]uuid.UUID, n), codes: make([]string, n), answers: make([]answer, n),
-		sent: make([]time.Time, n), lat: make([]time.Duration, n), errs: make([]error, n)}
+	c := newPacedCrowd(n)
 	for i := range c.users {
 		if i%10 == 9 {
 			c.users[i], c.codes[i] = c.users[i-5], c.codes[i-5]
@@ -58,6 +57,18 @@ func runPacedCrowd(bases []string, n, clients int, dur time.Duration) *pacedCrow
 		}
 		c.users[i], c.codes[i] = uuid.New(), tiers[i%3]
 	}
+	c.run(bases, clients, dur)
+	return c
+}
+
+func newPacedCrowd(n int) *pacedCrowd {
+	return &pacedCrowd{users: make([]uuid.UUID, n), codes: make([]string, n), answers: make([]answer, n),
+		sent: make([]time.Time, n), lat: make([]time.Duration, n), errs: make([]error, n)}
+}
+
+// run sends the crowd's requests with the given number of clients over about dur.
+func (c *pacedCrowd) run(bases []string, clients int, dur time.Duration) {
+	n := len(c.users)
 	interval := dur / time.Duration(max(n/clients, 1))
 	var wg sync.WaitGroup
 	for w := 0; w < clients; w++ {
@@ -76,7 +87,6 @@ func runPacedCrowd(bases []string, n, clients int, dur time.Duration) *pacedCrow
 		}()
 	}
 	wg.Wait()
-	return c
 }
 
 // summary counts answers as "201", "409", "503 UNAVAILABLE", "transport error", ...
@@ -88,7 +98,7 @@ func (c *pacedCrowd) summary() map[string]int {
 		case c.errs[i] != nil:
 			k = "transport error"
 		case a.status >= 500 || a.status == 429:
-			k += " " + a.errorCode()
+			k = strings.TrimSpace(k + " " + a.errorCode()) // nginx's 502 has no contract body
 		}
 		m[k]++
 	}
