@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"couponsvc/internal/testenv"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func TestMain(m *testing.M) {
@@ -378,6 +380,76 @@ func TestNodeFailures(t *testing.T) {
 			lockUnlock("nodes back")
 		})
 	}
+}
+
+// starved makes a node client behave as in a process starved of CPU while on is set: a SET
+// reaches the node (the key is set) but its reply is taken only after the node timeout, and a
+// script (redsync's release) is not sent before its deadline passes.
+type starved struct{ on atomic.Bool }
+
+func (s *starved) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (s *starved) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (s *starved) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !s.on.Load() {
+			return next(ctx, cmd)
+		}
+		switch cmd.Name() {
+		case "set":
+			err := next(ctx, cmd)
+			<-ctx.Done()
+			time.Sleep(50 * time.Millisecond) // the reply comes well after the caller gave up
+			return err
+		case "evalsha", "eval":
+			<-ctx.Done()
+			cmd.SetErr(ctx.Err())
+			return ctx.Err()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// An attempt whose SETs land on the nodes but whose replies come after the node timeout (a
+// process starved of CPU) fails, and redsync's release of its value, with the same short time,
+// does not land either: the value left on the nodes must not hold the lock for the whole
+// watchdog lease (30s) with nobody holding it.
+func TestFailedAttemptLeavesNoLockBehind(t *testing.T) {
+	nodes := testenv.NewRedisNodes(t, 3)
+	clients := NewNodes(testenv.Addrs(nodes), "")
+	starve := &starved{}
+	for _, n := range clients {
+		n.AddHook(starve)
+	}
+	c := New(clients) // the service's settings: 30s watchdog lease, 100ms node timeout
+	t.Cleanup(func() { c.Close() })
+	m := c.Mutex("starved")
+	ctx := owned()
+
+	starve.on.Store(true)
+	err := m.TryLock(ctx, 0, 0)
+	starve.on.Store(false)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("attempt with every reply late: %v, want ErrUnavailable", err)
+	}
+	for i, n := range nodes {
+		if v, _ := n.Client(t).Get(context.Background(), "lock:starved").Result(); v == "" {
+			t.Fatalf("node %d has no key after the starved attempt: the test does not reproduce a leftover", i)
+		}
+	}
+
+	start := time.Now()
+	if err := m.TryLock(ctx, 2*time.Second, 0); err != nil {
+		t.Fatalf("the next TryLock: %v after %v; the failed attempt's own value holds the lock", err, time.Since(start))
+	}
+	mustUnlock(t, ctx, m)
+	other := newClient(t, nodes).Mutex("starved")
+	octx := owned()
+	mustLock(t, octx, other, time.Second, 0)
+	mustUnlock(t, octx, other)
 }
 
 // Reentrancy, hold count, owner-only unlock and introspection; one node is Redlock's
