@@ -71,17 +71,6 @@ func queueLen(c *Client, name string) int {
 	return 0
 }
 
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func closed(ch <-chan struct{}) bool {
 	select {
 	case <-ch:
@@ -137,7 +126,7 @@ func TestMutualExclusionAcrossClients(t *testing.T) {
 			}()
 		}
 	}
-	wg.Wait()
+	testenv.Wait(t, &wg, 70*time.Second, fmt.Sprintf("%d goroutines end their %d rounds of Lock and Unlock", clients*goroutines, rounds))
 	if got, want := counter.Load(), int64(clients*goroutines*rounds); got != want {
 		t.Fatalf("counter = %d, want %d", got, want)
 	}
@@ -230,7 +219,12 @@ func startHolder(t *testing.T, nodes []*testenv.Redis) (*exec.Cmd, <-chan string
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		testenv.Receive(t, exited, 10*time.Second, "the lock holder process exits after SIGKILL")
+	})
 	lines := make(chan string, 16)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -371,7 +365,7 @@ func TestNodeFailures(t *testing.T) {
 
 			tc.back(nodes[0], t)
 			tc.back(nodes[1], t)
-			eventually(t, 5*time.Second, "lock works again after the nodes return", func() bool {
+			testenv.WaitFor(t, 5*time.Second, "lock works again after the nodes return", func() bool {
 				if err := m.TryLock(ctx, 500*time.Millisecond, 0); err != nil {
 					return false
 				}
@@ -653,10 +647,10 @@ func TestLocalFIFO(t *testing.T) {
 				t.Error(err)
 			}
 		}()
-		eventually(t, 2*time.Second, "waiter queued", func() bool { return queueLen(c, "fifo") == i+1 })
+		testenv.WaitFor(t, 2*time.Second, "waiter queued", func() bool { return queueLen(c, "fifo") == i+1 })
 	}
 	mustUnlock(t, holder, m)
-	wg.Wait()
+	testenv.Wait(t, &wg, 25*time.Second, fmt.Sprintf("the %d queued waiters are granted and unlock", n))
 	for i, got := range order {
 		if got != i {
 			t.Fatalf("grant order %v, want arrival order", order)
@@ -696,18 +690,18 @@ func TestOneContenderPerProcessWokenByRelease(t *testing.T) {
 			}
 		}()
 	}
-	eventually(t, 2*time.Second, "crowd queued", func() bool { return queueLen(crowdC, "crowd") == n })
+	testenv.WaitFor(t, 2*time.Second, "crowd queued", func() bool { return queueLen(crowdC, "crowd") == n })
 	time.Sleep(time.Second)
 	if got := crowdC.attempts.Load(); got > 3 {
 		t.Fatalf("%d acquisition attempts from a crowd of %d while the lock was held, want one waiter's few", got, n)
 	}
 	released := time.Now()
 	mustUnlock(t, hctx, holder)
-	first := <-granted
+	first := testenv.Receive(t, granted, 25*time.Second, "a waiter of the crowd is granted after the release")
 	if d := first.Sub(released); d > time.Second {
 		t.Fatalf("first waiter granted %v after the release: not woken by the release message", d)
 	}
-	wg.Wait()
+	testenv.Wait(t, &wg, 25*time.Second, fmt.Sprintf("the crowd of %d is granted in turn and unlocks", n))
 	if got := crowdC.attempts.Load(); got > 2*n {
 		t.Fatalf("%d attempts for %d grants", got, n)
 	}
