@@ -154,5 +154,8 @@ func (s *Service) settle(st *couponState) {
 		st.mu.Unlock()
 		time.Sleep(time.Millisecond)
 		st.mu.Lock()
+		if st.remaining <= 0 || len(st.queue) < st.remaining {
+			return // the stock changed meanwhile (sold out elsewhere, raised): no boundary in the queue
+		}
 	}
 }
