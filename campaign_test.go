@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"couponsvc/internal/testenv"
+
 	"github.com/google/uuid"
 )
 
@@ -120,7 +122,9 @@ func TestAdminCouponLifecycle(t *testing.T) {
 	patch := func(body string) answer { return in.admin(t, "PATCH", "/coupons/LUNCH-1", body) }
 	mustStatus(t, "open now", patch(fmt.Sprintf(`{"opensAt":%q}`, time.Now().Add(-time.Second).UTC().Format(time.RFC3339Nano))), 200, "")
 	// The other instance cached the old window; the notice reaches it within moments.
-	waitFor(t, 2*time.Second, func() bool { return other.issue(t, "LUNCH-1", u).status != 403 })
+	testenv.WaitFor(t, 2*time.Second, "the other instance sees LUNCH-1 open", func() bool {
+		return other.issue(t, "LUNCH-1", u).status != 403
+	})
 	w := do(t, "GET", other.base+"/api/v1/users/"+u.String()+"/coupons", "")
 	var entries []struct {
 		CouponCode          string
@@ -136,7 +140,9 @@ func TestAdminCouponLifecycle(t *testing.T) {
 	mustStatus(t, "pause", patch(`{"paused":true}`), 200, "")
 	mustStatus(t, "paused, same instance", in.issue(t, "LUNCH-1", uuid.New()), 403, "EVENT_CLOSED")
 	// u holds one, so asking again until the notice arrives consumes no stock.
-	waitFor(t, 2*time.Second, func() bool { return other.issue(t, "LUNCH-1", u).errorCode() == "EVENT_CLOSED" })
+	testenv.WaitFor(t, 2*time.Second, "the other instance sees LUNCH-1 paused", func() bool {
+		return other.issue(t, "LUNCH-1", u).errorCode() == "EVENT_CLOSED"
+	})
 	mustStatus(t, "resume", patch(`{"paused":false}`), 200, "")
 	mustStatus(t, "resumed", in.issue(t, "LUNCH-1", uuid.New()), 201, "")
 	mustStatus(t, "below issued", patch(`{"totalQuantity":1}`), 409, "STOCK_BELOW_ISSUED")
@@ -342,32 +348,52 @@ func TestRaiseStockDuringCrowd(t *testing.T) {
 	ins := []*instance{startInstance(t, st.env(env)), startInstance(t, st.env(env))}
 	mustStatus(t, "create", ins[0].admin(t, "POST", "/coupons", `{"code":"RAISE","name":"raise","discountAmount":1,"totalQuantity":50}`), 201, "")
 
-	raised := make(chan answer, 1)
+	// The watcher raises the stock to 120 once the first 50 are issued, then reports the
+	// raise's answer; stopped before that, it reports why and the last count it read.
+	type watched struct {
+		issued int
+		raise  answer
+		err    error
+	}
+	conn := db(t, st.dsn)
+	watching, stopWatching := context.WithCancel(context.Background())
+	defer stopWatching()
+	report := make(chan watched, 1)
 	go func() {
-		conn := db(t, st.dsn)
+		var w watched
 		for {
-			var issued int
-			if err := conn.QueryRow(context.Background(), `SELECT issued_quantity FROM coupon WHERE code = 'RAISE'`).Scan(&issued); err != nil {
-				t.Error(err)
-				raised <- answer{}
-				return
+			if w.err = conn.QueryRow(watching, `SELECT issued_quantity FROM coupon WHERE code = 'RAISE'`).Scan(&w.issued); w.err != nil {
+				break
 			}
-			if issued >= 50 {
+			if w.issued >= 50 {
+				w.raise = ins[1].admin(t, "PATCH", "/coupons/RAISE", `{"totalQuantity":120}`)
 				break
 			}
 			time.Sleep(time.Millisecond)
 		}
-		raised <- ins[1].admin(t, "PATCH", "/coupons/RAISE", `{"totalQuantity":120}`)
+		report <- w
 	}()
 	users := distinctUsers(1500)
 	answers, _ := crowd(t, 1000, 200, func(i int) answer { return ins[i%2].issue(t, "RAISE", users[i]) })
-	mustStatus(t, "raise during the crowd", <-raised, 200, "")
+	// 1,000 distinct users for a stock of 50: once the first wave has ended, 50 were issued
+	// and the watcher raises the stock, waiting for the lock at most LOCK_WAIT (3 s).
+	time.AfterFunc(10*time.Second, stopWatching)
+	w := testenv.Receive(t, report, 10*time.Second+client.Timeout+5*time.Second, "the watcher reports")
+	switch {
+	case w.err != nil && watching.Err() != nil:
+		t.Fatalf("the stock was never raised: 10s after the first wave (1,000 distinct users for a stock of 50) ended, "+
+			"issued_quantity was %d, not 50; first wave %v", w.issued, outcomes(answers))
+	case w.err != nil:
+		t.Fatalf("the watcher's query failed: %v; first wave %v", w.err, outcomes(answers))
+	}
+	mustStatus(t, "raise during the crowd", w.raise, 200, "")
 	// Demand after the raise, should the first wave have ended before it.
 	more, _ := crowd(t, 500, 100, func(i int) answer { return ins[i%2].issue(t, "RAISE", users[1000+i]) })
 	all := append(answers, more...)
 	counts := statusCounts(all)
 	if counts[201] != 120 || counts[201]+counts[410] != len(all) {
-		t.Fatalf("statuses %v, want 120x201 and the rest 410", counts)
+		t.Fatalf("statuses %v, want 120x201 and the rest 410 (first wave %v, second wave %v)",
+			counts, outcomes(answers), outcomes(more))
 	}
 	checkInvariants(t, st.dsn, "RAISE", 120, granted(t, users, all))
 	t.Logf("first wave %v, second wave %v", statusCounts(answers), statusCounts(more))

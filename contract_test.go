@@ -126,7 +126,7 @@ func TestContract(t *testing.T) {
 	// The grant is released (and its hold observed) once the coupon's owner has lingered
 	// ownerLinger (500 ms) without requests.
 	var m string
-	waitFor(t, 5*time.Second, func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the lock's hold observed once the owner let go", func() bool {
 		m = string(do(t, "GET", in.base+"/metrics", "").body)
 		return strings.Contains(m, "couponsvc_lock_hold_seconds_count 1")
 	})
@@ -184,7 +184,7 @@ func TestLockTimeoutAndInFlightLimit(t *testing.T) {
 	in := startInstance(t, st.env(map[string]string{"LOCK_WAIT": "400ms", "MAX_INFLIGHT": "1"}))
 	release := holdLock(t, testenv.Addrs(st.redis), "B0001")
 
-	done := make(chan answer)
+	done := make(chan answer, 1)
 	go func() { done <- in.issue(t, "B0001", uuid.New()) }()
 	time.Sleep(100 * time.Millisecond) // the first request now waits for the lock, holding the only slot
 	a := in.issue(t, "B0001", uuid.New())
@@ -192,7 +192,7 @@ func TestLockTimeoutAndInFlightLimit(t *testing.T) {
 		t.Errorf("over the in-flight limit: %d %v %s", a.status, a.header, a.body)
 	}
 	start := time.Now()
-	a = <-done
+	a = testenv.Receive(t, done, 10*time.Second, "the request waiting for the held lock is answered")
 	if a.status != 503 || a.errorCode() != "LOCK_TIMEOUT" || a.header.Get("Retry-After") == "" {
 		t.Errorf("lock held elsewhere: %d %v %s", a.status, a.header, a.body)
 	}
@@ -232,7 +232,9 @@ func TestUnavailable(t *testing.T) {
 	}
 	st.redis[0].Start(t)
 	st.redis[1].Start(t)
-	waitFor(t, 10*time.Second, func() bool { return in.issue(t, "A0001", uuid.New()).status == 201 })
+	testenv.WaitFor(t, 10*time.Second, "a fresh user is issued A0001 once the quorum is back", func() bool {
+		return in.issue(t, "A0001", uuid.New()).status == 201
+	})
 	checkInvariants(t, st.dsn, "A0001", 2, nil)
 }
 
@@ -254,19 +256,10 @@ func TestPostgresDown(t *testing.T) {
 		}
 	}
 	pg.Start(t)
-	waitFor(t, 15*time.Second, func() bool { return in.issue(t, "A0001", uuid.New()).status == 201 })
+	testenv.WaitFor(t, 15*time.Second, "a fresh user is issued A0001 once PostgreSQL is back", func() bool {
+		return in.issue(t, "A0001", uuid.New()).status == 201
+	})
 	checkInvariants(t, st.dsn, "A0001", 2, nil)
-}
-
-func waitFor(t *testing.T, d time.Duration, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not recovered within %v", d)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 func TestMigrateCommandAndConfig(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"couponsvc/internal/testenv"
+
 	"github.com/google/uuid"
 )
 
@@ -122,7 +124,7 @@ func TestRestartWithRedisEmptied(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); results[i] = in.issue(t, "SMALL", u) }()
 	}
-	wg.Wait()
+	testenv.Wait(t, &wg, client.Timeout+5*time.Second, "the three holders' requests after the restart are answered")
 	for i, a := range results {
 		if a.status != 409 {
 			t.Fatalf("holder %d after restart: %d %s", i, a.status, a.body)
@@ -160,7 +162,7 @@ func TestGracefulShutdownDuringCrowd(t *testing.T) {
 	if took := time.Since(start); took > shutdownDrain+2*time.Second {
 		t.Errorf("shutdown took %v", took)
 	}
-	<-done
+	testenv.Receive(t, done, crowdBudget+time.Minute, "the crowd during the shutdown ends")
 	// Requests sent after the listener closed fail to connect (status 0); every answered one
 	// is a contract answer, and every 201 has its row.
 	counts := statusCounts(answers)

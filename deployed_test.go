@@ -75,18 +75,6 @@ func runOneCouponCrowd(base, code string, n, clients int, dur time.Duration) *pa
 	return c
 }
 
-// awaitCrowd waits for a crowd started in the background, at most a minute.
-func awaitCrowd(t *testing.T, done <-chan *pacedCrowd) *pacedCrowd {
-	t.Helper()
-	select {
-	case c := <-done:
-		return c
-	case <-time.After(time.Minute):
-		t.Fatal("the crowd did not finish within a minute")
-		return nil
-	}
-}
-
 // verifyOne checks PostgreSQL against the answers for one coupon: never over the stock, one row per user, every
 // 201's row present with its id, every 409 a holder, no 410 while stock remained, and a row
 // only for a user answered 201, or 409, or whose request died with its instance (nginx's 502,
@@ -204,7 +192,7 @@ func TestFaultOwnerKilledMidCrowd(t *testing.T) {
 		t.Fatal(err)
 	}
 	killedAt = time.Now()
-	c := awaitCrowd(t, done)
+	c := testenv.Receive(t, done, time.Minute, "the crowd ends")
 	sum := c.summary()
 	for k, n := range sum {
 		if !slices.Contains([]string{"201", "409", "410", "502", "transport error"}, k) {
@@ -263,27 +251,14 @@ func TestFaultRedisQuorumBlip(t *testing.T) {
 
 func waitForNoLockKeys(t *testing.T, st *stack, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		var left []string
-		for i, r := range st.redis {
-			keys, err := r.Client(t).Keys(context.Background(), "lock:coupon:*").Result()
-			if err != nil {
-				t.Fatalf("redis node %d: %v", i, err)
-			}
-			for _, k := range keys {
-				ttl, _ := r.Client(t).PTTL(context.Background(), k).Result()
-				left = append(left, fmt.Sprintf("node %d: %s (ttl %v)", i, k, ttl))
+	testenv.WaitFor(t, within, "no lock key left on any Redis node", func() bool {
+		for _, r := range st.redis {
+			if keys, err := r.Client(t).Keys(context.Background(), "lock:coupon:*").Result(); err != nil || len(keys) > 0 {
+				return false
 			}
 		}
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("lock keys left %v after the last request: %v", within, left)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return true
+	})
 }
 
 // relay is a TCP relay (socat) to a Redis node, whose process group can be frozen: the
@@ -367,7 +342,7 @@ func TestFaultInstancePartitionedFromRedis(t *testing.T) {
 			for _, r := range relays {
 				r.cut(t)
 			}
-			c := awaitCrowd(t, done)
+			c := testenv.Receive(t, done, time.Minute, "the crowd ends")
 			sum := c.summary()
 			n503 := 0
 			for k, n := range sum {

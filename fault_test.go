@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -45,9 +46,14 @@ type pacedCrowd struct {
 	errs    []error
 }
 
+// errNotSent marks a request of a paced crowd that was not sent: the crowd ran past
+// crowdBudget (a stalled service), and the test fails on it in allowOnly.
+var errNotSent = errors.New("not sent: the crowd ran past its budget")
+
 // runPacedCrowd sends n issue requests with the given number of clients over about dur,
 // spread over the three tiers; one request in ten repeats an earlier user's request (a retry).
-// Requests go round-robin to the instances' base URLs.
+// Requests go round-robin to the instances' base URLs. Requests not started within
+// crowdBudget are not sent (errNotSent), so it returns within crowdBudget and client.Timeout.
 func runPacedCrowd(bases []string, n, clients int, dur time.Duration) *pacedCrowd {
 	c := newPacedCrowd(n)
 	for i := range c.users {
@@ -70,6 +76,7 @@ func newPacedCrowd(n int) *pacedCrowd {
 func (c *pacedCrowd) run(bases []string, clients int, dur time.Duration) {
 	n := len(c.users)
 	interval := dur / time.Duration(max(n/clients, 1))
+	deadline := time.Now().Add(crowdBudget)
 	var wg sync.WaitGroup
 	for w := 0; w < clients; w++ {
 		wg.Add(1)
@@ -77,6 +84,10 @@ func (c *pacedCrowd) run(bases []string, clients int, dur time.Duration) {
 			defer wg.Done()
 			next := time.Now()
 			for i := w; i < n; i += clients {
+				if time.Now().After(deadline) {
+					c.errs[i] = errNotSent
+					continue
+				}
 				time.Sleep(time.Until(next))
 				next = next.Add(interval)
 				c.sent[i] = time.Now()
@@ -86,7 +97,7 @@ func (c *pacedCrowd) run(bases []string, clients int, dur time.Duration) {
 			}
 		}()
 	}
-	wg.Wait()
+	wg.Wait() // bounded: see above
 }
 
 // summary counts answers as "201", "409", "503 UNAVAILABLE", "transport error", ...
@@ -95,6 +106,8 @@ func (c *pacedCrowd) summary() map[string]int {
 	for i, a := range c.answers {
 		k := strconv.Itoa(a.status)
 		switch {
+		case errors.Is(c.errs[i], errNotSent):
+			k = errNotSent.Error()
 		case c.errs[i] != nil:
 			k = "transport error"
 		case a.status >= 500 || a.status == 429:
@@ -333,7 +346,8 @@ func TestFaultStaleHolderRefusedByFencing(t *testing.T) {
 		t.Fatal(err)
 	}
 	f1, _ := m1.Fence(stale)
-	<-m1.Lost(stale) // the holder stalls; its lease runs out
+	// The holder stalls; its lease runs out.
+	testenv.Receive(t, m1.Lost(stale), 5*time.Second, "the stalled holder's 300ms fixed lease runs out (Lost closes)")
 	fresh := lock.WithOwner(ctx, lock.NewOwner())
 	m2 := clients[1].Mutex("coupon:A0001")
 	if err := m2.TryLock(fresh, 2*time.Second, 0); err != nil {
@@ -451,6 +465,9 @@ func TestFaultSlowPostgres(t *testing.T) {
 			timeouts, len(answers), percentile(lat, 1).Round(time.Millisecond), idle, peak, after), rec)
 }
 
+// buildWait bounds the build of the couponsvc binary (a few seconds with the build cache warm).
+const buildWait = 5 * time.Minute
+
 // The couponsvc binary, built once for the tests that need a real process to signal.
 var binary struct {
 	once sync.Once
@@ -467,8 +484,13 @@ func buildBinary(t *testing.T) string {
 			return
 		}
 		binary.path = filepath.Join(dir, "couponsvc")
-		out, err := exec.Command("go", "build", "-o", binary.path, ".").CombinedOutput()
-		if err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), buildWait)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "go", "build", "-o", binary.path, ".").CombinedOutput()
+		switch {
+		case ctx.Err() != nil:
+			binary.err = fmt.Errorf("go build of couponsvc did not finish within %v\n%s", buildWait, out)
+		case err != nil:
 			binary.err = fmt.Errorf("go build: %v\n%s", err, out)
 		}
 	})
@@ -517,14 +539,14 @@ func TestFaultInstanceKilledHoldingLock(t *testing.T) {
 	// Wait until the victim holds C0001's lock (its transaction is stalled on the row).
 	probe := lock.New(lock.NewNodes(testenv.Addrs(st.redis), ""))
 	defer probe.Close()
-	waitFor(t, 5*time.Second, func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the victim holds C0001's lock", func() bool {
 		locked, _ := probe.Mutex("coupon:C0001").IsLocked(context.Background())
 		return locked
 	})
 	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-victim.done
+	testenv.Receive(t, victim.done, 10*time.Second, "the victim process exits after SIGKILL")
 	killedAt := time.Now()
 	// Its transaction still waits on the row lock; PostgreSQL notices the dead client within
 	// client_connection_check_interval (1 s) and aborts it, so it never commits for nobody.
@@ -560,7 +582,7 @@ func TestFaultSIGTERMDuringCrowd(t *testing.T) {
 	if exitErr != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", exitErr, p.logs.String())
 	}
-	<-done
+	testenv.Receive(t, done, crowdBudget+time.Minute, "the paced crowd ends")
 	// Answers after the listener closed are connection errors; every answer received is a
 	// contract answer, and the invariants hold.
 	allowOnly(t, c, "201", "409", "410", "transport error")

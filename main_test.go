@@ -8,8 +8,10 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -232,8 +234,14 @@ func checkInvariants(t *testing.T, dsn, code string, wantIssued int, granted map
 	}
 }
 
+// crowdBudget bounds a crowd: requests not started within it are not sent, and the test
+// fails saying how many. As every request ends within client.Timeout, a crowd returns within
+// crowdBudget plus that, whatever the service does.
+const crowdBudget = 3 * time.Minute
+
 // crowd sends the requests with the given concurrency, all released at once, and returns the
-// answers in order plus the latencies.
+// answers in order plus the latencies. send makes one HTTP request through client. crowd
+// may run in a goroutine of the test: it fails the test with Errorf.
 func crowd(t *testing.T, n, clients int, send func(i int) answer) ([]answer, []time.Duration) {
 	t.Helper()
 	answers := make([]answer, n)
@@ -244,6 +252,8 @@ func crowd(t *testing.T, n, clients int, send func(i int) answer) ([]answer, []t
 	}
 	close(next)
 	start := make(chan struct{})
+	deadline := time.Now().Add(crowdBudget)
+	var unsent atomic.Int64
 	var wg sync.WaitGroup
 	for c := 0; c < clients; c++ {
 		wg.Add(1)
@@ -251,6 +261,10 @@ func crowd(t *testing.T, n, clients int, send func(i int) answer) ([]answer, []t
 			defer wg.Done()
 			<-start
 			for i := range next {
+				if time.Now().After(deadline) {
+					unsent.Add(1)
+					continue
+				}
 				t0 := time.Now()
 				answers[i] = send(i)
 				lat[i] = time.Since(t0)
@@ -258,8 +272,26 @@ func crowd(t *testing.T, n, clients int, send func(i int) answer) ([]answer, []t
 		}()
 	}
 	close(start)
-	wg.Wait()
+	wg.Wait() // bounded: see crowdBudget
+	if u := unsent.Load(); u > 0 {
+		t.Errorf("crowd: %d of %d requests not sent: the crowd did not end within %v (answers so far: %v)",
+			u, n, crowdBudget, outcomes(answers))
+	}
 	return answers, lat
+}
+
+// outcomes counts answers by status and, for an error body, its code: "201", "410 SOLD_OUT",
+// "503 LOCK_TIMEOUT", ...; "0" is a request that got no answer.
+func outcomes(answers []answer) map[string]int {
+	m := map[string]int{}
+	for _, a := range answers {
+		k := strconv.Itoa(a.status)
+		if code := a.errorCode(); code != "" {
+			k += " " + code
+		}
+		m[k]++
+	}
+	return m
 }
 
 func statusCounts(answers []answer) map[int]int {

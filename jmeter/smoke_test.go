@@ -214,7 +214,7 @@ func startService(ctx context.Context, t *testing.T, bin, dir string, env map[st
 	go func() { svc.err = cmd.Wait(); close(svc.done) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-svc.done
+		testenv.Receive(t, svc.done, 10*time.Second, "couponsvc exits after SIGKILL")
 		logf.Close()
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)

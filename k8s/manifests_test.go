@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io/fs"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -259,7 +261,13 @@ func TestKubectlRendersTheSame(t *testing.T) {
 		t.Skip("kubectl not installed; the Go API render above is the check")
 	}
 	for _, dir := range []string{".", "autoscale"} {
-		out, err := exec.Command(kubectl, "kustomize", dir).Output()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		out, err := exec.CommandContext(ctx, kubectl, "kustomize", dir).Output()
+		timedOut := ctx.Err() != nil
+		cancel()
+		if timedOut {
+			t.Fatalf("kubectl kustomize %s did not finish within 1m (it renders offline in well under a second)", dir)
+		}
 		if err != nil {
 			t.Fatalf("kubectl kustomize %s: %v", dir, err)
 		}

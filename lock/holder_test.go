@@ -96,7 +96,7 @@ func TestFailedAcquisitionLeavesNothingBehind(t *testing.T) {
 			t.Errorf("round %d: the lock was free only %v after the nodes returned; want within 1 s", round, took)
 		}
 		mustUnlock(t, oc, other.Mutex("blip"))
-		eventually(t, 2*time.Second, "no lock key left on any node", func() bool {
+		testenv.WaitFor(t, 2*time.Second, "no lock key left on any node", func() bool {
 			for _, n := range nodes {
 				if k, _ := n.Client(t).Exists(context.Background(), "lock:blip").Result(); k != 0 {
 					return false

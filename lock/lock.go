@@ -226,11 +226,15 @@ func (c *Client) nameOf(channel string) (string, bool) {
 // says which client and owner hold it (useful when reading keys by hand), preceded by the
 // Client's holder info and a space when it has one (see Holder).
 func (c *Client) grantValue(owner string) string {
-	v := fmt.Sprintf("%s:%d:%s", c.id, c.seq.Add(1), owner)
+	return fmt.Sprintf("%s%d:%s", c.valuePrefix(), c.seq.Add(1), owner)
+}
+
+// valuePrefix starts every grant value of this Client, and no other Client's.
+func (c *Client) valuePrefix() string {
 	if c.cfg.holderInfo != "" {
-		v = c.cfg.holderInfo + " " + v
+		return c.cfg.holderInfo + " " + c.id + ":"
 	}
-	return v
+	return c.id + ":"
 }
 
 // state is the process-local state of one lock name. Guarded by Client.mu.

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"couponsvc/internal/testenv"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func TestMain(m *testing.M) {
@@ -67,17 +69,6 @@ func queueLen(c *Client, name string) int {
 		return len(st.queue)
 	}
 	return 0
-}
-
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func closed(ch <-chan struct{}) bool {
@@ -135,7 +126,7 @@ func TestMutualExclusionAcrossClients(t *testing.T) {
 			}()
 		}
 	}
-	wg.Wait()
+	testenv.Wait(t, &wg, 70*time.Second, fmt.Sprintf("%d goroutines end their %d rounds of Lock and Unlock", clients*goroutines, rounds))
 	if got, want := counter.Load(), int64(clients*goroutines*rounds); got != want {
 		t.Fatalf("counter = %d, want %d", got, want)
 	}
@@ -228,7 +219,12 @@ func startHolder(t *testing.T, nodes []*testenv.Redis) (*exec.Cmd, <-chan string
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		testenv.Receive(t, exited, 10*time.Second, "the lock holder process exits after SIGKILL")
+	})
 	lines := make(chan string, 16)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -369,7 +365,7 @@ func TestNodeFailures(t *testing.T) {
 
 			tc.back(nodes[0], t)
 			tc.back(nodes[1], t)
-			eventually(t, 5*time.Second, "lock works again after the nodes return", func() bool {
+			testenv.WaitFor(t, 5*time.Second, "lock works again after the nodes return", func() bool {
 				if err := m.TryLock(ctx, 500*time.Millisecond, 0); err != nil {
 					return false
 				}
@@ -378,6 +374,75 @@ func TestNodeFailures(t *testing.T) {
 			lockUnlock("nodes back")
 		})
 	}
+}
+
+// starved makes a node client behave as in a process starved of CPU while on is set: a SET
+// reaches the node (the key is set) but its reply is taken only after the node timeout, and a
+// script (redsync's release) is not sent before its deadline passes.
+type starved struct{ on atomic.Bool }
+
+func (s *starved) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (s *starved) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (s *starved) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !s.on.Load() {
+			return next(ctx, cmd)
+		}
+		switch cmd.Name() {
+		case "set":
+			err := next(ctx, cmd)
+			<-ctx.Done()
+			time.Sleep(50 * time.Millisecond) // the reply comes well after the caller gave up
+			return err
+		case "evalsha", "eval":
+			<-ctx.Done()
+			cmd.SetErr(ctx.Err())
+			return ctx.Err()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// An attempt whose SETs land on the nodes but whose replies come after the node timeout (a
+// process starved of CPU) fails, and redsync's release of its value, with the same short time,
+// does not land either: the value left on the nodes must not hold the lock for the whole
+// watchdog lease (30s) with nobody holding it.
+func TestFailedAttemptLeavesNoLockBehind(t *testing.T) {
+	nodes := testenv.NewRedisNodes(t, 3)
+	clients := NewNodes(testenv.Addrs(nodes), "")
+	starve := &starved{}
+	for _, n := range clients {
+		n.AddHook(starve)
+	}
+	c := New(clients) // the service's settings: 30s watchdog lease, 100ms node timeout
+	t.Cleanup(func() { c.Close() })
+	m := c.Mutex("starved")
+	ctx := owned()
+
+	starve.on.Store(true)
+	err := m.TryLock(ctx, 0, 0)
+	starve.on.Store(false)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("attempt with every reply late: %v, want ErrUnavailable", err)
+	}
+	// The value left on the nodes is dropped by the sweeper (which sends the release again)
+	// or by the next attempt of this client (freeIn): either way the lock is free at once.
+	start := time.Now()
+	if err := m.TryLock(ctx, 2*time.Second, 0); err != nil {
+		t.Fatalf("the next TryLock: %v after %v; the failed attempt's own value holds the lock", err, time.Since(start))
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the next TryLock took %v: the failed attempt's value held the lock meanwhile", took)
+	}
+	mustUnlock(t, ctx, m)
+	other := newClient(t, nodes).Mutex("starved")
+	octx := owned()
+	mustLock(t, octx, other, time.Second, 0)
+	mustUnlock(t, octx, other)
 }
 
 // Reentrancy, hold count, owner-only unlock and introspection; one node is Redlock's
@@ -581,10 +646,10 @@ func TestLocalFIFO(t *testing.T) {
 				t.Error(err)
 			}
 		}()
-		eventually(t, 2*time.Second, "waiter queued", func() bool { return queueLen(c, "fifo") == i+1 })
+		testenv.WaitFor(t, 2*time.Second, "waiter queued", func() bool { return queueLen(c, "fifo") == i+1 })
 	}
 	mustUnlock(t, holder, m)
-	wg.Wait()
+	testenv.Wait(t, &wg, 25*time.Second, fmt.Sprintf("the %d queued waiters are granted and unlock", n))
 	for i, got := range order {
 		if got != i {
 			t.Fatalf("grant order %v, want arrival order", order)
@@ -624,18 +689,18 @@ func TestOneContenderPerProcessWokenByRelease(t *testing.T) {
 			}
 		}()
 	}
-	eventually(t, 2*time.Second, "crowd queued", func() bool { return queueLen(crowdC, "crowd") == n })
+	testenv.WaitFor(t, 2*time.Second, "crowd queued", func() bool { return queueLen(crowdC, "crowd") == n })
 	time.Sleep(time.Second)
 	if got := crowdC.attempts.Load(); got > 3 {
 		t.Fatalf("%d acquisition attempts from a crowd of %d while the lock was held, want one waiter's few", got, n)
 	}
 	released := time.Now()
 	mustUnlock(t, hctx, holder)
-	first := <-granted
+	first := testenv.Receive(t, granted, 25*time.Second, "a waiter of the crowd is granted after the release")
 	if d := first.Sub(released); d > time.Second {
 		t.Fatalf("first waiter granted %v after the release: not woken by the release message", d)
 	}
-	wg.Wait()
+	testenv.Wait(t, &wg, 25*time.Second, fmt.Sprintf("the crowd of %d is granted in turn and unlocks", n))
 	if got := crowdC.attempts.Load(); got > 2*n {
 		t.Fatalf("%d attempts for %d grants", got, n)
 	}

@@ -246,10 +246,15 @@ func (c *Client) attempt(ctx context.Context, name, owner string, lease time.Dur
 }
 
 // freeIn estimates when the lock frees itself: the time until a quorum of nodes no longer has
-// the key (PTTL of the quorum-th shortest; unreachable nodes count as never).
+// the key (PTTL of the quorum-th shortest; unreachable nodes count as never). It is called by
+// a contending waiter, so this client holds no grant of the lock: a key with one of this
+// client's values is a leftover (an attempt whose SETs landed but whose replies came after the
+// node timeout, and whose release did not land either; a release that did not reach the
+// node), which would hold the lock for a whole lease with nobody holding it. freeIn deletes it.
 func (c *Client) freeIn(ctx context.Context, name string) time.Duration {
 	replies := onNodes(ctx, c, func(ctx context.Context, n redis.UniversalClient) (time.Duration, error) {
-		return n.PTTL(ctx, c.key(name)).Result()
+		ms, err := dropLeftoverOrTTL.Run(ctx, n, []string{c.key(name)}, c.valuePrefix()).Int64()
+		return time.Duration(ms) * time.Millisecond, err
 	}, nil)
 	var ttls []time.Duration
 	for _, r := range replies {
@@ -263,6 +268,18 @@ func (c *Client) freeIn(ctx context.Context, name string) time.Duration {
 	slices.Sort(ttls)
 	return ttls[c.quorum-1]
 }
+
+// dropLeftoverOrTTL deletes the key if its value starts with ARGV[1] (a client's value prefix,
+// see grantValue) and then answers -2, as PTTL does for no key; otherwise it answers the
+// key's PTTL.
+var dropLeftoverOrTTL = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then
+	redis.call('DEL', KEYS[1])
+	return -2
+end
+return redis.call('PTTL', KEYS[1])
+`)
 
 // install makes a successful contender the holder and starts its watchdog.
 func (c *Client) install(st *state, w *waiter, g *grant) error {

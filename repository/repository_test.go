@@ -73,7 +73,7 @@ func TestMigrateConcurrentAndIdempotent(t *testing.T) {
 			errs <- r.SeedDemo(ctx)
 		}()
 	}
-	wg.Wait()
+	testenv.Wait(t, &wg, time.Minute, "eight concurrent Migrate and SeedDemo calls return")
 	close(errs)
 	for err := range errs {
 		if err != nil {
@@ -190,7 +190,7 @@ func TestIssueConcurrentWithoutLockKeepsInvariants(t *testing.T) {
 			mu.Unlock()
 		}(users[i%len(users)])
 	}
-	wg.Wait()
+	testenv.Wait(t, &wg, time.Minute, "1,000 concurrent single-request batches return")
 	if counts["ok"] != 50 || counts["ok"]+counts["dup"]+counts["soldout"] != 1000 {
 		t.Fatalf("outcomes: %v", counts)
 	}

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -73,7 +74,11 @@ func (st stack) service(t *testing.T, c *clock, bus bool, cfg Config) *Service {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; locks.Close() })
+	t.Cleanup(func() {
+		cancel()
+		testenv.Receive(t, done, 10*time.Second, "the service's background work (Run) stops when its context ends")
+		locks.Close()
+	})
 	return s
 }
 
@@ -380,7 +385,7 @@ func TestSchedulesMaterialiseOncePerDay(t *testing.T) {
 				for _, p := range pods {
 					wg.Go(func() { p.MaterialiseSchedules(ctx) })
 				}
-				wg.Wait()
+				testenv.Wait(t, &wg, 30*time.Second, fmt.Sprintf("three instances materialise the schedules at %v", now))
 				cs, err := repo.ListCoupons(ctx)
 				if err != nil {
 					t.Fatal(err)

@@ -3,11 +3,13 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"couponsvc/internal/testenv"
 	"couponsvc/lock"
 
 	"github.com/google/uuid"
@@ -78,7 +80,7 @@ func TestFirstComeByArrivalAtTheStockBoundary(t *testing.T) {
 				early[i] = uuid.New()
 				ask(early[i], base.Add(time.Duration(i)*time.Millisecond))
 			}
-			wg.Wait()
+			testenv.Wait(t, &wg, 10*time.Second, "all 15 requests are answered")
 			close(answers)
 
 			var won []uuid.UUID
@@ -108,17 +110,15 @@ func TestFirstComeByArrivalAtTheStockBoundary(t *testing.T) {
 // waitQueued waits until n requests wait in the coupon's queue.
 func waitQueued(t *testing.T, s *Service, code string, n int) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if st := s.cached(code); st != nil {
-			st.mu.Lock()
-			q := len(st.queue)
-			st.mu.Unlock()
-			if q >= n {
-				return
-			}
+	testenv.WaitFor(t, 5*time.Second, fmt.Sprintf("%d requests queued for %s", n, code), func() bool {
+		st := s.cached(code)
+		if st == nil {
+			return false
 		}
-	}
-	t.Fatalf("%d requests never queued for %s", n, code)
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return len(st.queue) >= n
+	})
 }
 
 // What one instance's batches commit reaches the others (the facts bus): a holder's retry on
@@ -148,7 +148,7 @@ func TestFactsReachOtherInstances(t *testing.T) {
 	}
 
 	issue(a, u[0], nil)
-	eventually(t, "b learns that u0 holds SHARED", func() bool { return b.knows("SHARED", u[0], false) })
+	testenv.WaitFor(t, 3*time.Second, "b learns that u0 holds SHARED", func() bool { return b.knows("SHARED", u[0], false) })
 	issue(b, u[0], ErrAlreadyIssued)
 	if n := batches(b); n != 0 {
 		t.Fatalf("b ran %d batches to answer a known holder", n)
@@ -161,7 +161,9 @@ func TestFactsReachOtherInstances(t *testing.T) {
 	issue(a, u[1], nil)
 	issue(a, u[2], nil)
 	issue(a, u[3], ErrSoldOut) // a's batch finds it sold out and says so
-	eventually(t, "b knows SHARED is sold out, with its holders", func() bool { return b.knows("SHARED", u[2], true) })
+	testenv.WaitFor(t, 3*time.Second, "b knows SHARED is sold out, with its holders", func() bool {
+		return b.knows("SHARED", u[2], true)
+	})
 	issue(b, u[3], ErrSoldOut)
 	issue(b, u[1], ErrAlreadyIssued)
 	issue(b, uuid.New(), ErrSoldOut)
@@ -189,14 +191,4 @@ func batches(s *Service) uint64 {
 		panic(err)
 	}
 	return m.GetHistogram().GetSampleCount()
-}
-
-func eventually(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if ok() {
-			return
-		}
-	}
-	t.Fatalf("not within 3s: %s", what)
 }

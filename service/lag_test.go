@@ -1,8 +1,12 @@
 package service
 
 import (
+	"log/slog"
 	"testing"
 	"time"
+
+	"couponsvc/internal/metrics"
+	"couponsvc/internal/testenv"
 )
 
 func TestFrontier(t *testing.T) {
@@ -73,6 +77,34 @@ func TestLagWindow(t *testing.T) {
 	for _, d := range []time.Duration{0, lagFirst, 3 * time.Millisecond, time.Second, time.Hour} {
 		if b := lagBucket(d); lagBound(b) < d && b != lagBuckets-1 {
 			t.Fatalf("%v in bucket %d whose bound is %v", d, b, lagBound(b))
+		}
+	}
+}
+
+// settle lets go of st.mu while it waits, and meanwhile the stock it waits on may change:
+// another instance's sold-out notice sets remaining to 0 (confirmSoldOut), a refresh after a
+// stock raise sets it beyond the queue (apply). Settle must then stop, not index the queue
+// with the old boundary.
+func TestSettleWhenTheStockChangesMeanwhile(t *testing.T) {
+	for _, changed := range []int{0, 100} {
+		s := New(nil, nil, Config{BoundarySettle: 50 * time.Millisecond}, metrics.New(), slog.New(slog.DiscardHandler))
+		st := newCouponState(Coupon{Code: "SETTLE", TotalQuantity: 3})
+		for range 3 {
+			st.queue = append(st.queue, &issueRequest{arrived: time.Now()})
+		}
+		done := make(chan any, 1)
+		go func() {
+			defer func() { done <- recover() }()
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			s.settle(st) // the boundary arrived just now: it waits about 50 ms
+		}()
+		time.Sleep(10 * time.Millisecond)
+		st.mu.Lock()
+		st.remaining = changed
+		st.mu.Unlock()
+		if p := testenv.Receive(t, done, 5*time.Second, "settle returns"); p != nil {
+			t.Errorf("remaining set to %d while settle waited: panic %v", changed, p)
 		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"couponsvc/internal/testenv"
 )
 
 // The stamp is when the bytes reached the host, not when the process got round to reading
@@ -97,6 +99,7 @@ func TestHTTPRequestArrivesWithItsLastByte(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
 	head := "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
 	c.Write([]byte(head + "he"))
 	time.Sleep(100 * time.Millisecond)
@@ -104,13 +107,13 @@ func TestHTTPRequestArrivesWithItsLastByte(t *testing.T) {
 	c.Write([]byte("llo"))
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("no response to the request within 10s: %v", err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	if !strings.Contains(string(body), "ok") {
 		t.Fatalf("body %q", body)
 	}
-	age := <-got
+	age := testenv.Receive(t, got, 10*time.Second, "the handler stamps the request")
 	if age < 35*time.Millisecond {
 		t.Fatalf("arrival only %v before the handler's stamp; want the last byte's arrival, ≥ 40ms before", age)
 	}

@@ -26,6 +26,13 @@ import (
 
 const installHint = "install it with: sudo apt-get update && sudo apt-get install -y postgresql redis-server"
 
+// Bounds on waiting for the servers' processes: initdb takes about 1.3 s, and a process
+// that outlives SIGKILL by killWait is stuck in the kernel.
+const (
+	initdbWait = 2 * time.Minute
+	killWait   = 10 * time.Second
+)
+
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(tb testing.TB) int {
 	tb.Helper()
@@ -109,7 +116,11 @@ func NewPostgres(tb testing.TB) *Postgres {
 	if err != nil {
 		tb.Fatalf("testenv: %v", err)
 	}
-	tb.Cleanup(p.Close)
+	tb.Cleanup(func() {
+		if err := p.close(); err != nil {
+			tb.Errorf("testenv: %v", err)
+		}
+	})
 	return p
 }
 
@@ -136,11 +147,16 @@ func StartPostgres(durable bool, settings ...string) (*Postgres, error) {
 		}
 	}
 	p := &Postgres{bin: bin, dir: dir, cred: cred, durable: durable, settings: settings}
-	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", p.dataDir(), "-U", "postgres",
+	ctx, cancel := context.WithTimeout(context.Background(), initdbWait)
+	defer cancel()
+	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", p.dataDir(), "-U", "postgres",
 		"--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C")
 	initdb.SysProcAttr = procAttr(cred)
 	if out, err := initdb.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("initdb did not finish within %v (it takes about 1.3 s)\n%s", initdbWait, out)
+		}
 		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
 	}
 	var lastErr error
@@ -227,13 +243,17 @@ func (p *Postgres) DSN(db string) string {
 // Stop shuts the server down (fast mode: open sessions are cut, as in a real restart).
 func (p *Postgres) Stop(tb testing.TB) {
 	tb.Helper()
-	p.signalAndWait(syscall.SIGINT)
+	if err := p.signalAndWait(syscall.SIGINT); err != nil {
+		tb.Fatalf("testenv: stop postgres: %v", err)
+	}
 }
 
 // Kill stops the server abruptly (SIGKILL), as a crash would.
 func (p *Postgres) Kill(tb testing.TB) {
 	tb.Helper()
-	p.signalAndWait(syscall.SIGKILL)
+	if err := p.signalAndWait(syscall.SIGKILL); err != nil {
+		tb.Fatalf("testenv: kill postgres: %v", err)
+	}
 }
 
 // Start starts a stopped server again on the same port with the same data.
@@ -244,31 +264,42 @@ func (p *Postgres) Start(tb testing.TB) {
 	}
 }
 
-func (p *Postgres) signalAndWait(sig syscall.Signal) {
+// signalAndWait signals the server's process group and waits for the postmaster to exit:
+// 20 s, then SIGKILL and killWait more, after which it gives up with an error.
+func (p *Postgres) signalAndWait(sig syscall.Signal) error {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
 	p.mu.Unlock()
 	if cmd == nil {
-		return
+		return nil
 	}
 	select {
 	case <-done:
-		return
+		return nil
 	default:
 	}
 	_ = syscall.Kill(-cmd.Process.Pid, sig) // the whole group: postmaster and its backends
 	select {
 	case <-done:
+		return nil
 	case <-time.After(20 * time.Second):
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	select {
+	case <-done:
+		return nil
+	case <-time.After(killWait):
+		return fmt.Errorf("postgres (pid %d) still running %v after SIGKILL", cmd.Process.Pid, killWait)
 	}
 }
 
 // Close stops the server and removes its files.
-func (p *Postgres) Close() {
-	p.signalAndWait(syscall.SIGKILL)
+func (p *Postgres) Close() { _ = p.close() }
+
+func (p *Postgres) close() error {
+	err := p.signalAndWait(syscall.SIGKILL)
 	os.RemoveAll(p.dir)
+	return err
 }
 
 // CreateDatabase creates a fresh, empty database and returns its DSN.
@@ -359,7 +390,11 @@ func NewRedis(tb testing.TB) *Redis {
 	if err != nil {
 		tb.Fatalf("testenv: %v", err)
 	}
-	tb.Cleanup(r.Close)
+	tb.Cleanup(func() {
+		if err := r.close(); err != nil {
+			tb.Errorf("testenv: %v", err)
+		}
+	})
 	return r
 }
 
@@ -385,9 +420,12 @@ func StartRedis() (*Redis, error) {
 }
 
 // Close stops the node and removes its files.
-func (r *Redis) Close() {
-	r.signalAndWait(syscall.SIGKILL)
+func (r *Redis) Close() { _ = r.close() }
+
+func (r *Redis) close() error {
+	err := r.signalAndWait(syscall.SIGKILL)
 	os.RemoveAll(r.dir)
+	return err
 }
 
 // Pid is the node's process id (for a benchmark to read its resource use).
@@ -451,16 +489,18 @@ func (r *Redis) start() error {
 	return fmt.Errorf("redis-server on %s not ready after 10s", r.Addr)
 }
 
-func (r *Redis) signalAndWait(sig syscall.Signal) {
+// signalAndWait signals the node and waits for it to exit: 10 s, then SIGKILL and killWait
+// more, after which it gives up with an error.
+func (r *Redis) signalAndWait(sig syscall.Signal) error {
 	r.mu.Lock()
 	cmd, done := r.cmd, r.done
 	r.mu.Unlock()
 	if cmd == nil {
-		return
+		return nil
 	}
 	select {
 	case <-done:
-		return
+		return nil
 	default:
 	}
 	if sig == syscall.SIGKILL {
@@ -469,16 +509,24 @@ func (r *Redis) signalAndWait(sig syscall.Signal) {
 	_ = cmd.Process.Signal(sig)
 	select {
 	case <-done:
+		return nil
 	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
+	}
+	_ = cmd.Process.Kill()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(killWait):
+		return fmt.Errorf("redis-server (pid %d) still running %v after SIGKILL", cmd.Process.Pid, killWait)
 	}
 }
 
 // Stop kills the node; its data is gone (it keeps nothing on disk).
 func (r *Redis) Stop(tb testing.TB) {
 	tb.Helper()
-	r.signalAndWait(syscall.SIGKILL)
+	if err := r.signalAndWait(syscall.SIGKILL); err != nil {
+		tb.Fatalf("testenv: stop redis: %v", err)
+	}
 }
 
 // Start starts a stopped node again on the same address, empty.
