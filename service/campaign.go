@@ -8,7 +8,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"couponsvc/lock"
 )
 
 // DefaultValidDays is how long a wallet entry stays valid when a coupon does not say.
@@ -236,23 +235,17 @@ type CouponPatch struct {
 }
 
 // UpdateCoupon pauses or resumes a coupon, moves its window or changes its stock, never below
-// what was issued (ErrStockBelowIssued). A stock change is made under the coupon's lock, so it
-// falls between two issue batches and never races with issuance. Every instance sees the change
-// within moments (the bus), and within MetaRefresh at the latest.
+// what was issued (ErrStockBelowIssued). The change locks the coupon's row in PostgreSQL, as
+// every issue batch does, so it falls between two batches and never races with issuance; it
+// does not take the coupon's distributed lock, which the coupon's owner keeps for as long as a
+// crowd lasts. Every instance sees the change within moments (the bus), and within MetaRefresh
+// at the latest; a batch's sold-out finding from before a stock change is void (generations).
 func (s *Service) UpdateCoupon(ctx context.Context, code string, p CouponPatch) (Coupon, error) {
 	if !ValidCode(code) {
 		return Coupon{}, fmt.Errorf("coupon %q: %w", code, ErrCouponNotFound)
 	}
 	if p.TotalQuantity != nil && (*p.TotalQuantity < 0 || *p.TotalQuantity > maxQuantity) {
 		return Coupon{}, invalid("totalQuantity must be between 0 and %d", maxQuantity)
-	}
-	if p.TotalQuantity != nil {
-		lctx := lock.WithOwner(ctx, lock.NewOwner())
-		m := s.locks.Mutex(lockName(code))
-		if err := m.TryLock(lctx, s.cfg.LockWait, s.cfg.LockLease); err != nil {
-			return Coupon{}, fmt.Errorf("update coupon %s: %w", code, s.translate(err))
-		}
-		defer s.unlock(context.WithoutCancel(lctx), m)
 	}
 	c, err := s.repo.UpdateCoupon(ctx, code, func(c *Coupon) error {
 		if p.Paused != nil {
