@@ -1,9 +1,11 @@
 package repository
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -86,45 +88,119 @@ SELECT (SELECT issued_quantity FROM upd), (SELECT total_quantity FROM upd),
 // When the connection fails mid-statement the outcome is unknown, so IssueBatch looks the users'
 // rows up again: a committed batch is reported as committed, never as an error.
 func (r *Repository) IssueBatch(ctx context.Context, couponID uuid.UUID, fence int64, users []uuid.UUID) ([]Result, error) {
-	wids := make([]uuid.UUID, len(users))
-	for i := range wids {
-		wids[i] = uuid.Must(uuid.NewV7())
+	out := r.IssueBatches(ctx, []Batch{{CouponID: couponID, Fence: fence, Users: users}})
+	return out[0].Results, out[0].Err
+}
+
+// Batch is one coupon's batch of issue requests under one lock grant (see IssueBatch).
+type Batch struct {
+	CouponID uuid.UUID
+	Fence    int64
+	Users    []uuid.UUID
+}
+
+// BatchOutcome is what IssueBatches made of one Batch: its Results, or the error IssueBatch
+// would have returned.
+type BatchOutcome struct {
+	Results []Result
+	Err     error
+}
+
+// batchRow is the issue statement's one-row answer.
+type batchRow struct {
+	issued, total *int
+	at            *time.Time
+	inserted      []uuid.UUID
+	held          []uuid.UUID
+}
+
+func (b *batchRow) dest() []any { return []any{&b.issued, &b.total, &b.at, &b.inserted, &b.held} }
+
+// IssueBatches issues several coupons' batches in ONE transaction, one commit for all (group
+// commit across coupons: with many coupons open at once, PostgreSQL's commits, not its
+// statements, are what limits them). The statements run in the order of the coupons' ids, so
+// that two transactions never lock two coupon rows in opposite orders. Each batch is decided
+// as IssueBatch decides it alone; a stale token voids only its own batch. An error of the
+// transaction (rare: a constraint, PostgreSQL going away) is every batch's.
+func (r *Repository) IssueBatches(ctx context.Context, batches []Batch) []BatchOutcome {
+	out := make([]BatchOutcome, len(batches))
+	rows := make([]batchRow, len(batches))
+	wids := make([][]uuid.UUID, len(batches))
+	for i, b := range batches {
+		wids[i] = make([]uuid.UUID, len(b.Users))
+		for j := range wids[i] {
+			wids[i][j] = uuid.Must(uuid.NewV7())
+		}
 	}
-	var issued, total *int
-	var at *time.Time
-	var insertedIDs, heldUsers []uuid.UUID
-	err := r.pool.QueryRow(ctx, issueBatchSQL, couponID, wids, users, fence).Scan(&issued, &total, &at, &insertedIDs, &heldUsers)
+	var err error
+	if len(batches) == 1 {
+		b := batches[0]
+		err = r.pool.QueryRow(ctx, issueBatchSQL, b.CouponID, wids[0], b.Users, b.Fence).Scan(rows[0].dest()...)
+	} else {
+		order := make([]int, len(batches))
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortFunc(order, func(x, y int) int { return bytes.Compare(batches[x].CouponID[:], batches[y].CouponID[:]) })
+		err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+			q := &pgx.Batch{}
+			for _, i := range order {
+				b := batches[i]
+				q.Queue(issueBatchSQL, b.CouponID, wids[i], b.Users, b.Fence)
+			}
+			br := tx.SendBatch(ctx, q)
+			for _, i := range order {
+				if err := br.QueryRow().Scan(rows[i].dest()...); err != nil {
+					br.Close()
+					return err
+				}
+			}
+			return br.Close()
+		})
+	}
 	if err != nil {
 		err = translate("issue batch", err)
-		if errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
-			if res, lerr := r.resolveAfterFailure(couponID, users, wids); lerr == nil {
-				return res, nil
+		for i, b := range batches {
+			if errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+				if res, lerr := r.resolveAfterFailure(b.CouponID, b.Users, wids[i]); lerr == nil {
+					out[i].Results = res
+					continue
+				}
 			}
+			out[i].Err = err
 		}
-		return nil, err
+		return out
 	}
-	if issued == nil || total == nil {
-		return nil, r.whyNoCoupon(ctx, couponID, fence)
+	for i, b := range batches {
+		out[i].Results, out[i].Err = r.decide(ctx, b, wids[i], rows[i])
 	}
-	inserted := make(map[uuid.UUID]bool, len(insertedIDs))
-	for _, id := range insertedIDs {
+	return out
+}
+
+// decide turns a batch's statement answer into one Result per request.
+func (r *Repository) decide(ctx context.Context, b Batch, wids []uuid.UUID, row batchRow) ([]Result, error) {
+	if row.issued == nil || row.total == nil {
+		return nil, r.whyNoCoupon(ctx, b.CouponID, b.Fence)
+	}
+	inserted := make(map[uuid.UUID]bool, len(row.inserted))
+	for _, id := range row.inserted {
 		inserted[id] = true
 	}
-	held := make(map[uuid.UUID]bool, len(heldUsers))
-	for _, u := range heldUsers {
+	held := make(map[uuid.UUID]bool, len(row.held))
+	for _, u := range row.held {
 		held[u] = true
 	}
 
-	res := make([]Result, len(users))
-	won := make(map[uuid.UUID]bool, len(users))
-	for i, u := range users {
+	res := make([]Result, len(b.Users))
+	won := make(map[uuid.UUID]bool, len(b.Users))
+	for i, u := range b.Users {
 		switch {
 		case inserted[wids[i]]:
-			res[i] = Result{Outcome: Issued, Entry: WalletEntry{ID: wids[i], CouponID: couponID, UserID: u, IssuedAt: *at}}
+			res[i] = Result{Outcome: Issued, Entry: WalletEntry{ID: wids[i], CouponID: b.CouponID, UserID: u, IssuedAt: *row.at}}
 			won[u] = true
 		case held[u] || won[u]:
 			res[i] = Result{Outcome: AlreadyIssued}
-		case *issued >= *total:
+		case *row.issued >= *row.total:
 			res[i] = Result{Outcome: SoldOut}
 		default:
 			// A winner whose insert met a row committed meanwhile (the user now holds it),
@@ -133,9 +209,9 @@ func (r *Repository) IssueBatch(ctx context.Context, couponID uuid.UUID, fence i
 		}
 	}
 	// A winner skipped by ON CONFLICT is a user that holds the coupon now.
-	for i, u := range users {
+	for i, u := range b.Users {
 		if res[i].Outcome == Retry {
-			if ok, err := r.HasIssued(ctx, couponID, u); err == nil && ok {
+			if ok, err := r.HasIssued(ctx, b.CouponID, u); err == nil && ok {
 				res[i] = Result{Outcome: AlreadyIssued}
 			}
 		}

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
-
 )
 
 // DefaultValidDays is how long a wallet entry stays valid when a coupon does not say.

@@ -537,7 +537,7 @@ func (s *Service) issueBatch(ctx context.Context, st *couponState, m Mutex, batc
 		}
 	}()
 	start := time.Now()
-	results, err := s.repo.IssueBatch(txCtx, st.coupon.ID, fence, users)
+	results, err := s.commit(txCtx, repository.Batch{CouponID: st.coupon.ID, Fence: fence, Users: users})
 	s.metrics.TxDuration.Observe(time.Since(start).Seconds())
 	return results, err
 }

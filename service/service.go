@@ -40,7 +40,7 @@ type (
 type Repository interface {
 	CouponByCode(ctx context.Context, code string) (repository.Coupon, error)
 	ListCoupons(ctx context.Context) ([]repository.Coupon, error)
-	IssueBatch(ctx context.Context, couponID uuid.UUID, fence int64, users []uuid.UUID) ([]repository.Result, error)
+	IssueBatches(ctx context.Context, batches []repository.Batch) []repository.BatchOutcome
 	HoldersOf(ctx context.Context, couponID uuid.UUID) ([]uuid.UUID, error)
 	UserWallet(ctx context.Context, userID uuid.UUID) ([]repository.WalletEntry, error)
 	Ping(ctx context.Context) error
@@ -140,6 +140,7 @@ type Service struct {
 	handling frontier    // how far back the arrivals being handled reach
 	peers    peerSet     // other instances seen, to relay to when cut off from the quorum
 	draining atomic.Bool // shutting down: owners let go of their coupons
+	commits  committer   // group commit of the coupons' batches
 
 	mu       sync.RWMutex
 	coupons  map[string]*couponState // by code; only coupons that exist
