@@ -3,6 +3,8 @@ package repository
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -269,5 +271,85 @@ func TestIssueBatchArrivalOrder(t *testing.T) {
 	}
 	if _, err := r.IssueBatch(ctx, c.ID, 1, []uuid.UUID{uuid.New()}); !errors.Is(err, ErrStaleFence) {
 		t.Fatalf("stale batch: %v", err)
+	}
+}
+
+// Several coupons' batches in one transaction: each is decided as alone, a stale token voids
+// only its own batch, and two groups running at once over the same coupons in opposite orders
+// do not deadlock (the statements run in coupon id order).
+func TestIssueBatchesGroupCommit(t *testing.T) {
+	r := migrated(t)
+	ctx := context.Background()
+	var coupons []Coupon
+	for i := range 6 {
+		c, err := r.CreateCoupon(ctx, Coupon{Code: fmt.Sprintf("G%d", i), Name: "g", DiscountAmount: 1, TotalQuantity: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		coupons = append(coupons, c)
+	}
+	if _, err := issueOne(ctx, r, coupons[5].ID, uuid.New(), 7); err != nil { // G5 accepted token 7
+		t.Fatal(err)
+	}
+	a, b, c := uuid.New(), uuid.New(), uuid.New()
+	out := r.IssueBatches(ctx, []Batch{
+		{CouponID: coupons[0].ID, Fence: 1, Users: []uuid.UUID{a, b, c}},
+		{CouponID: coupons[5].ID, Fence: 3, Users: []uuid.UUID{a}}, // stale
+		{CouponID: coupons[1].ID, Fence: 1, Users: []uuid.UUID{a, a}},
+	})
+	want := [][]Outcome{{Issued, Issued, SoldOut}, nil, {Issued, AlreadyIssued}}
+	for i, w := range want {
+		if w == nil {
+			if !errors.Is(out[i].Err, ErrStaleFence) {
+				t.Fatalf("batch %d: %v, want a stale token", i, out[i].Err)
+			}
+			continue
+		}
+		if out[i].Err != nil {
+			t.Fatalf("batch %d: %v", i, out[i].Err)
+		}
+		for j, o := range w {
+			if out[i].Results[j].Outcome != o {
+				t.Fatalf("batch %d request %d: outcome %d, want %d", i, j, out[i].Results[j].Outcome, o)
+			}
+		}
+	}
+	if out[0].Results[0].Entry.UserID != a || out[2].Results[0].Entry.CouponID != coupons[1].ID {
+		t.Fatalf("entries: %+v %+v", out[0].Results[0].Entry, out[2].Results[0].Entry)
+	}
+	if g5, _ := r.CouponByCode(ctx, "G5"); g5.IssuedQuantity != 1 {
+		t.Fatalf("the stale batch wrote: G5 issued %d", g5.IssuedQuantity)
+	}
+
+	// Groups over G2..G4 in opposite orders, many at once.
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for k := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bs := []Batch{{CouponID: coupons[2].ID, Fence: 1}, {CouponID: coupons[3].ID, Fence: 1}, {CouponID: coupons[4].ID, Fence: 1}}
+			if k%2 == 1 {
+				slices.Reverse(bs)
+			}
+			for i := range bs {
+				bs[i].Users = []uuid.UUID{uuid.New()}
+			}
+			for _, o := range r.IssueBatches(ctx, bs) {
+				if o.Err != nil {
+					errs <- o.Err
+				}
+			}
+		}()
+	}
+	testenv.Wait(t, &wg, 30*time.Second, "40 groups over the same coupons end")
+	close(errs)
+	for err := range errs {
+		t.Fatalf("a group failed: %v", err)
+	}
+	for _, code := range []string{"G2", "G3", "G4"} {
+		if g, _ := r.CouponByCode(ctx, code); g.IssuedQuantity != 2 {
+			t.Fatalf("%s issued %d, want its stock 2", code, g.IssuedQuantity)
+		}
 	}
 }
