@@ -1,11 +1,9 @@
 package handler
 
 import (
-	"errors"
 	"net/http"
 
 	"couponsvc/internal/peer"
-	"couponsvc/service"
 
 	"github.com/gin-gonic/gin"
 )
@@ -21,21 +19,12 @@ func (h *Handler) peerBatch(c *gin.Context) {
 		writeError(c, http.StatusNotFound, "NOT_FOUND", "no such route")
 		return
 	}
-	b, err := peer.DecodeBatch(c.Request.Body, c.Param("code"))
+	b, err := peer.DecodeBatch(c.Request.Body)
 	if err != nil {
 		writeServiceError(c, err)
 		return
 	}
-	rs, err := h.svc.Receive(c.Request.Context(), b)
-	if errors.Is(err, service.ErrMisdirected) {
-		writeError(c, peer.StatusMisdirected, "MISDIRECTED", "this instance does not own the coupon")
-		return
-	}
-	if err != nil {
-		writeServiceError(c, err)
-		return
-	}
-	body, err := peer.EncodeResults(rs)
+	body, err := peer.EncodeResults(h.svc.Receive(c.Request.Context(), b))
 	if err != nil {
 		writeServiceError(c, err)
 		return

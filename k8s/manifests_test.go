@@ -595,7 +595,7 @@ func checkAPI(t *testing.T, o *objects) *appsv1.Deployment {
 }
 
 const (
-	drainSeconds         = 10           // CONTRACT.md: SIGTERM finishes in-flight requests for up to 10 s
+	drainSeconds         = 10           // the README: SIGTERM finishes in-flight requests for up to 10 s
 	releaseMarginSeconds = 2            // then stop background work, release the locks, exit
 	internalPrefix       = "/internal/" // pod-to-pod forwarding; never reachable from outside
 )

@@ -36,16 +36,22 @@ import (
 // that forwarded to it, or owned a coupon), which serves it as if it had arrived there
 // (relay); a relayed request is never relayed again.
 
-// Peers carries a batch of issue requests to another instance and returns its outcomes.
+// Peers carries a batch of issue requests to another instance and returns its outcomes, one
+// slice per coupon of the batch, in order.
 type Peers interface {
-	Send(ctx context.Context, addr string, b PeerBatch) ([]PeerResult, error)
+	Send(ctx context.Context, addr string, b PeerBatch) ([][]PeerResult, error)
 }
 
-// PeerBatch is a batch of issue requests for one coupon handed to another instance.
+// PeerBatch is what one call to another instance carries: requests for one or more coupons.
 type PeerBatch struct {
+	From    string // the sender's advertised address
+	Coupons []PeerCoupon
+}
+
+// PeerCoupon is the part of a PeerBatch for one coupon.
+type PeerCoupon struct {
 	Code     string
-	From     string // the sender's advertised address
-	Relay    bool   // false: to the coupon's owner; true: to any instance, to serve as its own
+	Relay    bool // false: to the coupon's owner; true: to any instance, to serve as its own
 	Requests []PeerRequest
 }
 
@@ -64,13 +70,10 @@ type PeerResult struct {
 	Entry  WalletEntry
 }
 
-// ErrMisdirected is returned by Receive for a batch forwarded to an instance that does not
-// own the coupon (any more).
-var ErrMisdirected = errors.New("this instance does not own the coupon")
-
 const (
 	resultMisdirected = "misdirected"
-	// maxSends bounds the batches of one coupon being forwarded at once from one instance.
+	// maxSends bounds the calls in flight from this instance to one other instance; requests
+	// forwarded meanwhile, for any coupon, wait and share the next call.
 	maxSends = 4
 	// misdirectPause is how long an address that said it does not own a coupon is not
 	// forwarded to again, while its stale lock value may still be read from the nodes.
@@ -165,25 +168,33 @@ func (s *Service) forgetOwner(st *couponState, addr string) {
 
 // relay hands the queue to another instance known to this one, when this one cannot reach
 // the Redis quorum; it reports whether it did.
-func (s *Service) relay(st *couponState, wait time.Duration) bool {
+func (s *Service) relay(st *couponState) bool {
 	addr := s.peers.any(s.cfg.Advertise)
 	if addr == "" {
 		return false
 	}
-	return s.forward(st, addr, true, wait)
+	return s.forward(st, addr, true)
 }
 
-// forward sends up to MaxBatch queued requests to addr (the owner; or any instance when
-// relay) without waiting for the answer, at most maxSends batches at a time; the answers
-// are delivered by the sending goroutine. It reports whether it sent any.
-func (s *Service) forward(st *couponState, addr string, relay bool, wait time.Duration) bool {
-	slot := time.NewTimer(wait)
-	defer slot.Stop()
-	select {
-	case st.sends <- struct{}{}:
-	case <-slot.C:
-		return false // the head's deadline passed: the drainer answers it
-	}
+// outbox gathers the batches waiting to be sent to one other instance: one call carries
+// every coupon's waiting requests, at most maxSends calls at a time.
+type outbox struct {
+	mu      sync.Mutex
+	pending []*outItem
+	sending int
+}
+
+// outItem is one coupon's batch in an outbox.
+type outItem struct {
+	st    *couponState
+	relay bool
+	batch []*issueRequest
+}
+
+// forward moves up to MaxBatch queued requests (all but relayed ones, when relaying) to the
+// outbox of addr (the owner; or any instance when relay), and makes sure it is being sent;
+// the answers are delivered by the sending goroutine. It reports whether it moved any.
+func (s *Service) forward(st *couponState, addr string, relay bool) bool {
 	st.mu.Lock()
 	var batch []*issueRequest
 	kept := st.queue[:0]
@@ -198,59 +209,101 @@ func (s *Service) forward(st *couponState, addr string, relay bool, wait time.Du
 	st.queue = kept
 	st.mu.Unlock()
 	if len(batch) == 0 {
-		<-st.sends
 		return false
 	}
-	go func() {
-		defer func() { <-st.sends }()
-		s.send(st, addr, relay, batch)
-	}()
+	s.outMu.Lock()
+	ob := s.outboxes[addr]
+	if ob == nil {
+		if s.outboxes == nil {
+			s.outboxes = map[string]*outbox{}
+		}
+		ob = &outbox{}
+		s.outboxes[addr] = ob
+	}
+	s.outMu.Unlock()
+	ob.mu.Lock()
+	ob.pending = append(ob.pending, &outItem{st: st, relay: relay, batch: batch})
+	if ob.sending < maxSends {
+		ob.sending++
+		go s.sendLoop(addr, ob)
+	}
+	ob.mu.Unlock()
 	return true
 }
 
-// send forwards one batch and answers its requests; the requests the receiver did not serve,
-// or all of them when it could not be reached, go back into the queue.
-func (s *Service) send(st *couponState, addr string, relay bool, batch []*issueRequest) {
-	b := PeerBatch{Code: st.coupon.Code, From: s.cfg.Advertise, Relay: relay, Requests: make([]PeerRequest, len(batch))}
-	var last time.Time
-	for i, r := range batch {
-		b.Requests[i] = PeerRequest{User: r.user, Arrived: r.arrived}
-		if r.deadline.After(last) {
-			last = r.deadline
+// sendLoop sends addr's outbox, everything pending in one call, until it is empty.
+func (s *Service) sendLoop(addr string, ob *outbox) {
+	for {
+		ob.mu.Lock()
+		items := ob.pending
+		ob.pending = nil
+		if len(items) == 0 {
+			ob.sending--
+			ob.mu.Unlock()
+			return
 		}
+		ob.mu.Unlock()
+		s.send(addr, items)
+	}
+}
+
+// send forwards the items in one call and answers their requests; the requests the receiver
+// did not serve, or all of them when it could not be reached, go back into their queues.
+func (s *Service) send(addr string, items []*outItem) {
+	b := PeerBatch{From: s.cfg.Advertise, Coupons: make([]PeerCoupon, len(items))}
+	var last time.Time
+	for i, it := range items {
+		pc := PeerCoupon{Code: it.st.coupon.Code, Relay: it.relay, Requests: make([]PeerRequest, len(it.batch))}
+		for j, r := range it.batch {
+			pc.Requests[j] = PeerRequest{User: r.user, Arrived: r.arrived}
+			if r.deadline.After(last) {
+				last = r.deadline
+			}
+		}
+		b.Coupons[i] = pc
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), last.Add(s.cfg.TxTimeout))
 	defer cancel()
 	results, err := s.cfg.Peers.Send(ctx, addr, b)
-	if err == nil && len(results) != len(batch) {
-		err = errors.New("peer answered a different number of results")
+	if err == nil && len(results) != len(items) {
+		err = errors.New("peer answered a different number of coupons")
 	}
-	kind, outcome := "forward", "ok"
-	if relay {
-		kind = "relay"
+	for i, it := range items {
+		if err == nil && len(results[i]) != len(it.batch) {
+			err = errors.New("peer answered a different number of results")
+		}
 	}
-	switch {
-	case errors.Is(err, ErrMisdirected):
-		outcome = "misdirected"
-	case err != nil:
-		outcome = "error"
-	}
-	s.metrics.PeerBatches.WithLabelValues(kind, outcome).Inc()
 	if err != nil {
 		// Nothing, or not all, is known of the batch: the receiver may have died before or
 		// after committing it. Queued again, each request is decided anew; one committed
 		// meanwhile is then answered ALREADY_ISSUED, which is true.
-		if !errors.Is(err, ErrMisdirected) {
-			s.log.Warn("forward issue requests", "coupon", st.coupon.Code, "to", addr, "relay", relay, "size", len(batch), "err", err)
+		s.log.Warn("forward issue requests", "to", addr, "coupons", len(items), "err", err)
+		for _, it := range items {
+			s.metrics.PeerBatches.WithLabelValues(kindOf(it.relay), "error").Inc()
+			s.forgetOwner(it.st, addr)
+			s.requeue(it.st, it.batch)
 		}
-		s.forgetOwner(st, addr)
-		s.requeue(st, batch)
 		return
 	}
+	for i, it := range items {
+		s.answerForwarded(it, addr, results[i])
+	}
+}
+
+func kindOf(relay bool) string {
+	if relay {
+		return "relay"
+	}
+	return "forward"
+}
+
+// answerForwarded answers one coupon's forwarded requests from the receiver's results.
+func (s *Service) answerForwarded(it *outItem, addr string, results []PeerResult) {
+	st := it.st
 	var back []*issueRequest
 	soldOut := false
 	st.mu.Lock()
-	for i, r := range batch {
+	for i, r := range it.batch {
 		res := results[i]
 		rerr, known := resultErrors[res.Result]
 		switch {
@@ -278,10 +331,13 @@ func (s *Service) send(st *couponState, addr string, relay bool, batch []*issueR
 	confirm := soldOut && !st.final && !st.confirming
 	st.confirming = st.confirming || confirm
 	st.mu.Unlock()
+	outcome := "ok"
 	if len(back) > 0 {
+		outcome = "misdirected"
 		s.forgetOwner(st, addr)
 		s.requeue(st, back)
 	}
+	s.metrics.PeerBatches.WithLabelValues(kindOf(it.relay), outcome).Inc()
 	if confirm {
 		// Answer the rest of the crowd here from the final holder set, as the owner does.
 		go func() {
@@ -316,55 +372,67 @@ func (s *Service) bounceLocked(st *couponState) {
 // errMisdirected is the outcome of a forwarded request that this instance will not serve.
 var errMisdirected = errors.New("misdirected")
 
-// Receive serves a batch another instance sent: forwarded to this instance as the coupon's
-// owner (ErrMisdirected when it is not), or relayed, to serve as if it had arrived here. The
-// arrival times are the sender's; they are kept within [now - LOCK_WAIT, now], so a sender
-// can place its requests no earlier than any request still waiting here may have arrived.
-func (s *Service) Receive(ctx context.Context, b PeerBatch) ([]PeerResult, error) {
-	st, err := s.state(ctx, b.Code)
-	if err != nil {
-		return nil, err
-	}
+// Receive serves a batch another instance sent: for each coupon, requests forwarded to this
+// instance as the coupon's owner (answered "misdirected" when it is not), or relayed, to serve
+// as if they had arrived here. The arrival times are the sender's; they are kept within
+// [now - LOCK_WAIT, now], so a sender can place its requests no earlier than any request still
+// waiting here may have arrived. It returns one result per request, per coupon, in order.
+func (s *Service) Receive(ctx context.Context, b PeerBatch) [][]PeerResult {
 	if b.From != s.cfg.Advertise {
 		s.peers.note(b.From)
 	}
+	type waiting struct {
+		i, j int
+		r    *issueRequest
+	}
+	var ws []waiting
 	now := time.Now()
-	results := make([]PeerResult, len(b.Requests))
-	reqs := make([]*issueRequest, len(b.Requests))
-	st.mu.Lock()
-	if !b.Relay && (!st.owner || s.draining.Load()) {
+	results := make([][]PeerResult, len(b.Coupons))
+	for i, pc := range b.Coupons {
+		results[i] = make([]PeerResult, len(pc.Requests))
+		fill := func(label string) {
+			for j := range results[i] {
+				results[i][j].Result = label
+			}
+		}
+		st, err := s.state(ctx, pc.Code)
+		if err != nil {
+			fill(resultOf(err))
+			continue
+		}
+		st.mu.Lock()
+		if !pc.Relay && (!st.owner || s.draining.Load()) {
+			st.mu.Unlock()
+			fill(resultMisdirected)
+			continue
+		}
+		for j, pr := range pc.Requests {
+			at := pr.Arrived
+			if earliest := now.Add(-s.cfg.LockWait); at.Before(earliest) {
+				at = earliest
+			}
+			if at.After(now) {
+				at = now
+			}
+			r, known := s.enqueueLocked(ctx, st, pr.User, at)
+			if known != nil {
+				results[i][j].Result = resultOf(known)
+				continue
+			}
+			r.forwarded, r.relayed = !pc.Relay, pc.Relay
+			ws = append(ws, waiting{i, j, r})
+		}
 		st.mu.Unlock()
-		return nil, ErrMisdirected
 	}
-	for i, pr := range b.Requests {
-		at := pr.Arrived
-		if earliest := now.Add(-s.cfg.LockWait); at.Before(earliest) {
-			at = earliest
-		}
-		if at.After(now) {
-			at = now
-		}
-		r, known := s.enqueueLocked(ctx, st, pr.User, at)
-		if known != nil {
-			results[i].Result = resultOf(known)
-			continue
-		}
-		r.forwarded, r.relayed = !b.Relay, b.Relay
-		reqs[i] = r
-	}
-	st.mu.Unlock()
-	for i, r := range reqs {
-		if r == nil {
-			continue
-		}
-		s.observeArrival(now, r.arrived)
-		out := s.await(ctx, r)
+	for _, w := range ws {
+		s.observeArrival(now, w.r.arrived)
+		out := s.await(ctx, w.r)
 		if errors.Is(out.err, errMisdirected) {
-			results[i].Result = resultMisdirected
+			results[w.i][w.j].Result = resultMisdirected
 			continue
 		}
 		// Counted in the issue metrics by the sender, which answers the client.
-		results[i] = PeerResult{Result: resultOf(out.err), Entry: out.entry}
+		results[w.i][w.j] = PeerResult{Result: resultOf(out.err), Entry: out.entry}
 	}
-	return results, nil
+	return results
 }

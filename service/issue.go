@@ -51,7 +51,6 @@ type couponState struct {
 	misdirect  misdirected   // an address that recently said it is not the owner
 	confirming bool          // a sold-out learned from the owner is being checked
 	more       chan struct{} // a request joined the queue (capacity 1): wakes a lingering owner
-	sends      chan struct{} // a slot per batch being forwarded (capacity maxSends)
 }
 
 // known answers from committed facts alone: ErrAlreadyIssued for a known holder, ErrSoldOut
@@ -267,7 +266,7 @@ func (s *Service) drain(st *couponState) {
 		st.mu.Unlock()
 
 		if owner != "" {
-			s.forward(st, owner, false, wait)
+			s.forward(st, owner, false)
 			continue
 		}
 		// Alone, wait for the lock as long as the head of the queue may; in a cluster, make
@@ -291,7 +290,7 @@ func (s *Service) drain(st *couponState) {
 		case errors.Is(err, lock.ErrUnavailable):
 			// Cut off from the quorum: the owner may still be found on the nodes this
 			// instance reaches, or another instance may serve the queue (relay).
-			if cluster && (s.learnOwner(ctx, st, m) || s.relay(st, wait)) {
+			if cluster && (s.learnOwner(ctx, st, m) || s.relay(st)) {
 				unavailableSince = time.Time{}
 				continue
 			}

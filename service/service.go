@@ -141,6 +141,8 @@ type Service struct {
 	peers    peerSet     // other instances seen, to relay to when cut off from the quorum
 	draining atomic.Bool // shutting down: owners let go of their coupons
 	commits  committer   // group commit of the coupons' batches
+	outMu    sync.Mutex
+	outboxes map[string]*outbox // by peer address: requests waiting to be forwarded
 
 	mu       sync.RWMutex
 	coupons  map[string]*couponState // by code; only coupons that exist
@@ -221,7 +223,7 @@ func (s *Service) state(ctx context.Context, code string) (*couponState, error) 
 
 func newCouponState(c Coupon) *couponState {
 	st := &couponState{coupon: c, holders: map[uuid.UUID]struct{}{}, total: c.TotalQuantity,
-		remaining: c.TotalQuantity - c.IssuedQuantity, more: make(chan struct{}, 1), sends: make(chan struct{}, maxSends)}
+		remaining: c.TotalQuantity - c.IssuedQuantity, more: make(chan struct{}, 1)}
 	st.window.Store(windowOf(c))
 	return st
 }

@@ -19,18 +19,24 @@ import (
 	"github.com/google/uuid"
 )
 
-// Route is the peer endpoint's route (gin syntax). It is for the instances only: the Ingress
-// routes /api/v1 and /swagger, never /internal.
-const Route = "/internal/v1/coupons/:code/batch"
+// Route is the peer endpoint's route. It is for the instances only: the Ingress routes
+// /api/v1 and /swagger, never /internal.
+const Route = "/internal/v1/batch"
 
-// MaxBody bounds a batch's encoded size (MaxBatch requests of about 60 bytes each, with room).
-const MaxBody = 256 << 10
-
-// StatusMisdirected answers a batch forwarded to an instance that does not own the coupon.
-const StatusMisdirected = http.StatusMisdirectedRequest
+// MaxBody bounds a batch's encoded size (about 60 bytes a request), and MaxRequests the
+// requests it carries.
+const (
+	MaxBody     = 4 << 20
+	MaxRequests = 32768
+)
 
 type batch struct {
-	From     string    `json:"from"`
+	From    string   `json:"from"`
+	Coupons []coupon `json:"coupons"`
+}
+
+type coupon struct {
+	Code     string    `json:"code"`
 	Relay    bool      `json:"relay,omitempty"`
 	Requests []request `json:"requests"`
 }
@@ -41,7 +47,7 @@ type request struct {
 }
 
 type results struct {
-	Results []result `json:"results"`
+	Results [][]result `json:"results"`
 }
 
 type result struct {
@@ -76,21 +82,23 @@ func NewClient() *Client {
 }
 
 // Send implements service.Peers: it posts the batch to the instance at addr (host:port) and
-// returns its results, service.ErrMisdirected when that instance does not own the coupon.
-func (c *Client) Send(ctx context.Context, addr string, b service.PeerBatch) ([]service.PeerResult, error) {
+// returns its results, one slice per coupon.
+func (c *Client) Send(ctx context.Context, addr string, b service.PeerBatch) ([][]service.PeerResult, error) {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("peer address %q: %w", addr, err)
 	}
-	w := batch{From: b.From, Relay: b.Relay, Requests: make([]request, len(b.Requests))}
-	for i, r := range b.Requests {
-		w.Requests[i] = request{User: r.User, Arrived: r.Arrived.UnixNano()}
+	w := batch{From: b.From, Coupons: make([]coupon, len(b.Coupons))}
+	for i, pc := range b.Coupons {
+		w.Coupons[i] = coupon{Code: pc.Code, Relay: pc.Relay, Requests: make([]request, len(pc.Requests))}
+		for j, r := range pc.Requests {
+			w.Coupons[i].Requests[j] = request{User: r.User, Arrived: r.Arrived.UnixNano()}
+		}
 	}
 	body, err := json.Marshal(w)
 	if err != nil {
 		return nil, err
 	}
-	url := "http://" + addr + "/internal/v1/coupons/" + b.Code + "/batch"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+Route, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
@@ -100,12 +108,7 @@ func (c *Client) Send(ctx context.Context, addr string, b service.PeerBatch) ([]
 		return nil, err
 	}
 	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusOK:
-	case StatusMisdirected:
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-		return nil, service.ErrMisdirected
-	default:
+	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return nil, fmt.Errorf("peer %s: %s: %s", addr, resp.Status, bytes.TrimSpace(msg))
 	}
@@ -113,50 +116,67 @@ func (c *Client) Send(ctx context.Context, addr string, b service.PeerBatch) ([]
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 4*MaxBody)).Decode(&rs); err != nil {
 		return nil, fmt.Errorf("peer %s: results: %w", addr, err)
 	}
-	out := make([]service.PeerResult, len(rs.Results))
-	for i, r := range rs.Results {
-		out[i].Result = r.Result
-		if e := r.Entry; e != nil {
-			out[i].Entry = service.WalletEntry{ID: e.ID, CouponCode: e.CouponCode, UserID: e.UserID,
-				DiscountAmount: e.DiscountAmount, IssuedAt: e.IssuedAt, ExpiresAt: e.ExpiresAt}
+	out := make([][]service.PeerResult, len(rs.Results))
+	for i, cr := range rs.Results {
+		out[i] = make([]service.PeerResult, len(cr))
+		for j, r := range cr {
+			out[i][j].Result = r.Result
+			if e := r.Entry; e != nil {
+				out[i][j].Entry = service.WalletEntry{ID: e.ID, CouponCode: e.CouponCode, UserID: e.UserID,
+					DiscountAmount: e.DiscountAmount, IssuedAt: e.IssuedAt, ExpiresAt: e.ExpiresAt}
+			}
 		}
 	}
 	return out, nil
 }
 
-// DecodeBatch reads a batch for coupon code from a request body (at most MaxBody bytes).
-func DecodeBatch(r io.Reader, code string) (service.PeerBatch, error) {
+// DecodeBatch reads a batch from a request body (at most MaxBody bytes, MaxRequests requests).
+func DecodeBatch(r io.Reader) (service.PeerBatch, error) {
 	var w batch
 	dec := json.NewDecoder(io.LimitReader(r, MaxBody+1))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&w); err != nil {
 		return service.PeerBatch{}, fmt.Errorf("%w: peer batch: %w", service.ErrInvalid, err)
 	}
-	if len(w.Requests) == 0 {
-		return service.PeerBatch{}, fmt.Errorf("%w: peer batch: no requests", service.ErrInvalid)
-	}
 	if _, _, err := net.SplitHostPort(w.From); err != nil {
 		return service.PeerBatch{}, fmt.Errorf("%w: peer batch: from %q: %w", service.ErrInvalid, w.From, err)
 	}
-	b := service.PeerBatch{Code: code, From: w.From, Relay: w.Relay, Requests: make([]service.PeerRequest, len(w.Requests))}
-	for i, r := range w.Requests {
-		if r.User == uuid.Nil {
-			return service.PeerBatch{}, fmt.Errorf("%w: peer batch: nil user", service.ErrInvalid)
+	b := service.PeerBatch{From: w.From, Coupons: make([]service.PeerCoupon, len(w.Coupons))}
+	n := 0
+	for i, c := range w.Coupons {
+		if !service.ValidCode(c.Code) || len(c.Requests) == 0 {
+			return service.PeerBatch{}, fmt.Errorf("%w: peer batch: coupon %q with %d requests", service.ErrInvalid, c.Code, len(c.Requests))
 		}
-		b.Requests[i] = service.PeerRequest{User: r.User, Arrived: time.Unix(0, r.Arrived)}
+		if n += len(c.Requests); n > MaxRequests {
+			return service.PeerBatch{}, fmt.Errorf("%w: peer batch: over %d requests", service.ErrInvalid, MaxRequests)
+		}
+		pc := service.PeerCoupon{Code: c.Code, Relay: c.Relay, Requests: make([]service.PeerRequest, len(c.Requests))}
+		for j, r := range c.Requests {
+			if r.User == uuid.Nil {
+				return service.PeerBatch{}, fmt.Errorf("%w: peer batch: nil user", service.ErrInvalid)
+			}
+			pc.Requests[j] = service.PeerRequest{User: r.User, Arrived: time.Unix(0, r.Arrived)}
+		}
+		b.Coupons[i] = pc
+	}
+	if len(b.Coupons) == 0 {
+		return service.PeerBatch{}, fmt.Errorf("%w: peer batch: no coupons", service.ErrInvalid)
 	}
 	return b, nil
 }
 
 // EncodeResults writes the results of a batch.
-func EncodeResults(rs []service.PeerResult) ([]byte, error) {
-	w := results{Results: make([]result, len(rs))}
-	for i, r := range rs {
-		w.Results[i].Result = r.Result
-		if r.Result == "issued" {
-			e := r.Entry
-			w.Results[i].Entry = &entry{ID: e.ID, CouponCode: e.CouponCode, UserID: e.UserID,
-				DiscountAmount: e.DiscountAmount, IssuedAt: e.IssuedAt, ExpiresAt: e.ExpiresAt}
+func EncodeResults(rs [][]service.PeerResult) ([]byte, error) {
+	w := results{Results: make([][]result, len(rs))}
+	for i, cr := range rs {
+		w.Results[i] = make([]result, len(cr))
+		for j, r := range cr {
+			w.Results[i][j].Result = r.Result
+			if r.Result == "issued" {
+				e := r.Entry
+				w.Results[i][j].Entry = &entry{ID: e.ID, CouponCode: e.CouponCode, UserID: e.UserID,
+					DiscountAmount: e.DiscountAmount, IssuedAt: e.IssuedAt, ExpiresAt: e.ExpiresAt}
+			}
 		}
 	}
 	return json.Marshal(w)
