@@ -372,3 +372,25 @@ func TestFaultInstancePartitionedFromRedis(t *testing.T) {
 		})
 	}
 }
+
+// The peer endpoint serves other instances, never the Ingress: a request that came through
+// nginx (X-Forwarded-For and X-Real-IP set, as ingress-nginx always sets them) is refused,
+// even one whose path an Ingress rule would not have matched had it not been crafted.
+func TestPeerEndpointRefusesIngressTraffic(t *testing.T) {
+	st := newStack(t, 1)
+	in := startInstance(t, st.env(nil))
+	proxy := testenv.NewNginx(t, []string{strings.TrimPrefix(in.base, "http://")})
+	body := `{"from":"127.0.0.1:1","coupons":[{"code":"C0001","relay":true,"requests":[{"u":"` + uuid.NewString() + `","a":` + fmt.Sprint(time.Now().UnixNano()) + `}]}]}`
+	if a := do(t, "POST", proxy.URL+"/internal/v1/batch", body); a.status != http.StatusNotFound {
+		t.Errorf("through the Ingress: %d %s, want 404", a.status, a.body)
+	}
+	if a := do(t, "POST", proxy.URL+"/api/v1/..%2F..%2Finternal/v1/batch", body); a.status == http.StatusOK {
+		t.Errorf("through the Ingress with an encoded path: %d %s", a.status, a.body)
+	}
+	checkInvariants(t, st.dsn, "C0001", 0, nil) // nothing issued by those
+	// From another instance (no proxy headers) it serves: a relayed request is issued.
+	if a := do(t, "POST", in.base+"/internal/v1/batch", body); a.status != http.StatusOK || !strings.Contains(string(a.body), `"r":"issued"`) {
+		t.Errorf("from a peer: %d %s", a.status, a.body)
+	}
+	checkInvariants(t, st.dsn, "C0001", 1, nil)
+}
