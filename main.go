@@ -218,6 +218,11 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Error("drain incomplete", "err", err)
 	}
+	// Every owner lets go of its coupons (Drain) once its queue is served: wait for it, so that
+	// closing the lock client leaves no lock to run out its lease.
+	if err := svc.Drained(sctx); err != nil {
+		log.Warn("coupons still owned at shutdown; their locks run out within the watchdog lease", "err", err)
+	}
 	stopBackground()
 	<-bgDone // before the lock client closes the Redis clients the bus listens on
 	// Each request releases its own lock before it answers; Close stops what is left

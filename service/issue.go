@@ -214,6 +214,7 @@ func (s *Service) enqueueLocked(ctx context.Context, st *couponState, userID uui
 func (s *Service) kickLocked(st *couponState) {
 	if !st.draining {
 		st.draining = true
+		s.drainers.Add(1)
 		go s.drain(st)
 	}
 	select {
@@ -247,6 +248,7 @@ func (s *Service) await(ctx context.Context, req *issueRequest) issueOutcome {
 // drain serves the coupon's queue until it is empty: as the coupon's owner under its lock, or
 // by forwarding the queue to the instance that owns it (see forward.go).
 func (s *Service) drain(st *couponState) {
+	defer s.drainers.Done()
 	name := lockName(st.coupon.Code)
 	m := s.locks.Mutex(name)
 	ctx := lock.WithOwner(context.Background(), lock.NewOwner())

@@ -141,6 +141,7 @@ type Service struct {
 	peers    peerSet     // other instances seen, to relay to when cut off from the quorum
 	draining atomic.Bool // shutting down: owners let go of their coupons
 	commits  committer   // group commit of the coupons' batches
+	drainers sync.WaitGroup
 	outMu    sync.Mutex
 	outboxes map[string]*outbox // by peer address: requests waiting to be forwarded
 
@@ -324,6 +325,23 @@ func (s *Service) Drain() {
 		case st.more <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// Drained waits until every coupon's queue is served and its lock released (after Drain and
+// the HTTP server's shutdown, so that no request comes in meanwhile), or ctx ends. The lock
+// client can then close without leaving a lock to its lease.
+func (s *Service) Drained(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.drainers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
