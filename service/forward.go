@@ -77,7 +77,7 @@ const (
 	maxSends = 4
 	// misdirectPause is how long an address that said it does not own a coupon is not
 	// forwarded to again, while its stale lock value may still be read from the nodes.
-	misdirectPause = 500 * time.Millisecond
+	misdirectPause = 100 * time.Millisecond
 	// peerMemory is how long an instance seen forwarding or owning is kept as a relay target.
 	peerMemory = time.Minute
 )
@@ -401,7 +401,7 @@ func (s *Service) Receive(ctx context.Context, b PeerBatch) [][]PeerResult {
 			continue
 		}
 		st.mu.Lock()
-		if !pc.Relay && (!st.owner || s.draining.Load()) {
+		if !pc.Relay && (!(st.owner || st.acquiring) || s.draining.Load()) {
 			st.mu.Unlock()
 			fill(resultMisdirected)
 			continue

@@ -47,6 +47,7 @@ type couponState struct {
 
 	// Between instances (see forward.go).
 	owner      bool          // this instance holds the coupon's lock and serves forwarded requests
+	acquiring  bool          // this instance is trying to take the lock (forwarded requests are taken in)
 	ownerAddr  string        // the instance that owns the coupon elsewhere, as last learned
 	misdirect  misdirected   // an address that recently said it is not the owner
 	confirming bool          // a sold-out learned from the owner is being checked
@@ -278,12 +279,24 @@ func (s *Service) drain(st *couponState) {
 			try = 0
 		}
 		waitStart := time.Now()
+		// While acquiring, batches forwarded here are taken in: another instance may read this
+		// one's grant in Redis before own() begins (they are bounced if the lock is not won).
+		st.mu.Lock()
+		st.acquiring = cluster
+		st.mu.Unlock()
 		err := m.TryLock(ctx, try, s.cfg.LockLease)
-		if cluster && errors.Is(err, lock.ErrTimeout) {
-			if s.learnOwner(ctx, st, m) {
-				continue
-			}
+		if cluster && errors.Is(err, lock.ErrTimeout) && !s.learnOwner(ctx, st, m) {
 			err = m.TryLock(ctx, min(wait, ownerPoll), s.cfg.LockLease)
+		} else if cluster && errors.Is(err, lock.ErrTimeout) {
+			err = errOwnerFound
+		}
+		if err != nil {
+			st.mu.Lock()
+			st.acquiring = false
+			st.mu.Unlock()
+		}
+		if errors.Is(err, errOwnerFound) {
+			continue
 		}
 		s.metrics.LockWait.Observe(time.Since(waitStart).Seconds())
 		switch {
@@ -329,7 +342,7 @@ func (s *Service) own(ctx context.Context, st *couponState, m Mutex) {
 	lost := m.Lost(ctx)
 	cluster := s.cfg.Peers != nil
 	st.mu.Lock()
-	st.owner = cluster
+	st.owner, st.acquiring = cluster, false
 	st.ownerAddr = ""
 	st.mu.Unlock()
 	lastWork := held
@@ -614,7 +627,10 @@ const ownerLinger = 500 * time.Millisecond
 
 // ownerPoll bounds one wait for a coupon's lock when another instance holds it, so that a new
 // owner is found (and forwarded to) soon after it takes over.
-const ownerPoll = 250 * time.Millisecond
+const ownerPoll = 100 * time.Millisecond
+
+// errOwnerFound ends an acquisition when the lock's holder was found to forward to.
+var errOwnerFound = errors.New("the coupon's owner is another instance")
 
 // unavailableGrace is how long the drainer keeps trying to reach a Redis quorum before it
 // answers the queue 503 UNAVAILABLE: long enough to ride out one slow answer, far shorter than
