@@ -191,7 +191,7 @@ type outItem struct {
 	batch []*issueRequest
 }
 
-// forward moves up to MaxBatch queued requests (all but relayed ones, when relaying) to the
+// forward moves up to MaxBatch queued requests (not forwarded ones; not relayed ones, when relaying) to the
 // outbox of addr (the owner; or any instance when relay), and makes sure it is being sent;
 // the answers are delivered by the sending goroutine. It reports whether it moved any.
 func (s *Service) forward(st *couponState, addr string, relay bool) bool {
@@ -199,7 +199,9 @@ func (s *Service) forward(st *couponState, addr string, relay bool) bool {
 	var batch []*issueRequest
 	kept := st.queue[:0]
 	for _, r := range st.queue {
-		if len(batch) < s.cfg.MaxBatch && !(relay && r.relayed) && r.state.CompareAndSwap(queued, taken) {
+		// A forwarded request is served here as the owner or goes back to its sender
+		// (bounceLocked), never on to a third instance; a relayed one is not relayed again.
+		if len(batch) < s.cfg.MaxBatch && !r.forwarded && !(relay && r.relayed) && r.state.CompareAndSwap(queued, taken) {
 			batch = append(batch, r)
 		} else {
 			kept = append(kept, r)
