@@ -135,6 +135,7 @@ type Client struct {
 	rs     *redsync.Redsync
 	quorum int
 	id     string
+	prefix string // starts every grant value of this Client and no other's: holder info and a space (if any), id, ":"
 	seq    atomic.Uint64
 	subs   *subscriber
 	sweep  *sweeper
@@ -177,6 +178,10 @@ func New(nodes []redis.UniversalClient, opts ...Option) *Client {
 		id:     uuid.NewString(),
 		locks:  make(map[string]*state),
 		done:   make(chan struct{}),
+	}
+	c.prefix = c.id + ":"
+	if cfg.holderInfo != "" {
+		c.prefix = cfg.holderInfo + " " + c.prefix
 	}
 	c.subs = newSubscriber(c)
 	c.sweep = newSweeper(c)
@@ -226,15 +231,7 @@ func (c *Client) nameOf(channel string) (string, bool) {
 // says which client and owner hold it (useful when reading keys by hand), preceded by the
 // Client's holder info and a space when it has one (see Holder).
 func (c *Client) grantValue(owner string) string {
-	return fmt.Sprintf("%s%d:%s", c.valuePrefix(), c.seq.Add(1), owner)
-}
-
-// valuePrefix starts every grant value of this Client, and no other Client's.
-func (c *Client) valuePrefix() string {
-	if c.cfg.holderInfo != "" {
-		return c.cfg.holderInfo + " " + c.id + ":"
-	}
-	return c.id + ":"
+	return fmt.Sprintf("%s%d:%s", c.prefix, c.seq.Add(1), owner)
 }
 
 // state is the process-local state of one lock name. Guarded by Client.mu.

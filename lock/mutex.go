@@ -253,7 +253,7 @@ func (c *Client) attempt(ctx context.Context, name, owner string, lease time.Dur
 // node), which would hold the lock for a whole lease with nobody holding it. freeIn deletes it.
 func (c *Client) freeIn(ctx context.Context, name string) time.Duration {
 	replies := onNodes(ctx, c, func(ctx context.Context, n redis.UniversalClient) (time.Duration, error) {
-		ms, err := dropLeftoverOrTTL.Run(ctx, n, []string{c.key(name)}, c.valuePrefix()).Int64()
+		ms, err := dropLeftoverOrTTL.Run(ctx, n, []string{c.key(name)}, c.prefix).Int64()
 		return time.Duration(ms) * time.Millisecond, err
 	}, nil)
 	var ttls []time.Duration
@@ -270,7 +270,7 @@ func (c *Client) freeIn(ctx context.Context, name string) time.Duration {
 }
 
 // dropLeftoverOrTTL deletes the key if its value starts with ARGV[1] (a client's value prefix,
-// see grantValue) and then answers -2, as PTTL does for no key; otherwise it answers the
+// see Client.prefix) and then answers -2, as PTTL does for no key; otherwise it answers the
 // key's PTTL.
 var dropLeftoverOrTTL = redis.NewScript(`
 local v = redis.call('GET', KEYS[1])

@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"sync"
 
 	"couponsvc/repository"
 )
@@ -24,12 +23,6 @@ const (
 	maxGroupBatches = 64
 )
 
-type committer struct {
-	mu      sync.Mutex
-	pending []*commitRequest
-	running int
-}
-
 type commitRequest struct {
 	ctx   context.Context
 	batch repository.Batch
@@ -39,35 +32,9 @@ type commitRequest struct {
 // commit issues one coupon's batch, alone or together with other coupons' batches.
 func (s *Service) commit(ctx context.Context, b repository.Batch) ([]repository.Result, error) {
 	req := &commitRequest{ctx: ctx, batch: b, done: make(chan repository.BatchOutcome, 1)}
-	c := &s.commits
-	c.mu.Lock()
-	c.pending = append(c.pending, req)
-	if c.running < maxGroups {
-		c.running++
-		go s.lead()
-	}
-	c.mu.Unlock()
+	s.commits.add(req)
 	out := <-req.done
 	return out.Results, out.Err
-}
-
-// lead runs transactions while batches are pending.
-func (s *Service) lead() {
-	c := &s.commits
-	for {
-		c.mu.Lock()
-		if len(c.pending) == 0 {
-			c.running--
-			c.mu.Unlock()
-			return
-		}
-		n := min(len(c.pending), maxGroupBatches)
-		group := append([]*commitRequest(nil), c.pending[:n]...)
-		c.pending = append(c.pending[:0], c.pending[n:]...)
-		c.mu.Unlock()
-
-		s.runGroup(group)
-	}
 }
 
 // runGroup issues a group of batches in one transaction and delivers each one's outcome. A

@@ -176,14 +176,6 @@ func (s *Service) relay(st *couponState) bool {
 	return s.forward(st, addr, true)
 }
 
-// outbox gathers the batches waiting to be sent to one other instance: one call carries
-// every coupon's waiting requests, at most maxSends calls at a time.
-type outbox struct {
-	mu      sync.Mutex
-	pending []*outItem
-	sending int
-}
-
 // outItem is one coupon's batch in an outbox.
 type outItem struct {
 	st    *couponState
@@ -191,9 +183,9 @@ type outItem struct {
 	batch []*issueRequest
 }
 
-// forward moves up to MaxBatch queued requests (not forwarded ones; not relayed ones, when relaying) to the
-// outbox of addr (the owner; or any instance when relay), and makes sure it is being sent;
-// the answers are delivered by the sending goroutine. It reports whether it moved any.
+// forward moves up to MaxBatch queued requests (not forwarded ones; not relayed ones, when
+// relaying) to the outbox of addr (the owner; or any instance when relay); the answers are
+// delivered by the sending goroutine. It reports whether it moved any.
 func (s *Service) forward(st *couponState, addr string, relay bool) bool {
 	st.mu.Lock()
 	var batch []*issueRequest
@@ -213,40 +205,21 @@ func (s *Service) forward(st *couponState, addr string, relay bool) bool {
 	if len(batch) == 0 {
 		return false
 	}
-	s.outMu.Lock()
-	ob := s.outboxes[addr]
-	if ob == nil {
-		if s.outboxes == nil {
-			s.outboxes = map[string]*outbox{}
-		}
-		ob = &outbox{}
-		s.outboxes[addr] = ob
-	}
-	s.outMu.Unlock()
-	ob.mu.Lock()
-	ob.pending = append(ob.pending, &outItem{st: st, relay: relay, batch: batch})
-	if ob.sending < maxSends {
-		ob.sending++
-		go s.sendLoop(addr, ob)
-	}
-	ob.mu.Unlock()
+	s.outbox(addr).add(&outItem{st: st, relay: relay, batch: batch})
 	return true
 }
 
-// sendLoop sends addr's outbox, everything pending in one call, until it is empty.
-func (s *Service) sendLoop(addr string, ob *outbox) {
-	for {
-		ob.mu.Lock()
-		items := ob.pending
-		ob.pending = nil
-		if len(items) == 0 {
-			ob.sending--
-			ob.mu.Unlock()
-			return
-		}
-		ob.mu.Unlock()
-		s.send(addr, items)
+// outbox gathers the batches waiting to be sent to the instance at addr: one call carries
+// every coupon's waiting requests, at most maxSends calls at a time.
+func (s *Service) outbox(addr string) *grouper[*outItem] {
+	s.outMu.Lock()
+	defer s.outMu.Unlock()
+	ob := s.outboxes[addr]
+	if ob == nil {
+		ob = &grouper[*outItem]{max: maxSends, run: func(items []*outItem) { s.send(addr, items) }}
+		s.outboxes[addr] = ob
 	}
+	return ob
 }
 
 // send forwards the items in one call and answers their requests; the requests the receiver

@@ -285,18 +285,19 @@ func (s *Service) drain(st *couponState) {
 		st.acquiring = cluster
 		st.mu.Unlock()
 		err := m.TryLock(ctx, try, s.cfg.LockLease)
-		if cluster && errors.Is(err, lock.ErrTimeout) && !s.learnOwner(ctx, st, m) {
-			err = m.TryLock(ctx, min(wait, ownerPoll), s.cfg.LockLease)
-		} else if cluster && errors.Is(err, lock.ErrTimeout) {
-			err = errOwnerFound
+		found := false
+		if cluster && errors.Is(err, lock.ErrTimeout) {
+			if found = s.learnOwner(ctx, st, m); !found {
+				err = m.TryLock(ctx, min(wait, ownerPoll), s.cfg.LockLease)
+			}
 		}
 		if err != nil {
 			st.mu.Lock()
 			st.acquiring = false
 			st.mu.Unlock()
 		}
-		if errors.Is(err, errOwnerFound) {
-			continue
+		if found {
+			continue // forward to the owner
 		}
 		s.metrics.LockWait.Observe(time.Since(waitStart).Seconds())
 		switch {
@@ -628,9 +629,6 @@ const ownerLinger = 500 * time.Millisecond
 // ownerPoll bounds one wait for a coupon's lock when another instance holds it, so that a new
 // owner is found (and forwarded to) soon after it takes over.
 const ownerPoll = 100 * time.Millisecond
-
-// errOwnerFound ends an acquisition when the lock's holder was found to forward to.
-var errOwnerFound = errors.New("the coupon's owner is another instance")
 
 // unavailableGrace is how long the drainer keeps trying to reach a Redis quorum before it
 // answers the queue 503 UNAVAILABLE: long enough to ride out one slow answer, far shorter than

@@ -134,16 +134,16 @@ type Service struct {
 	metrics *metrics.Metrics
 	log     *slog.Logger
 
-	id       string      // this instance, on the facts bus
-	factsOut chan string // notices for the facts bus, published by Run
-	lag      lagWindow   // recent arrival-to-handling waits
-	handling frontier    // how far back the arrivals being handled reach
-	peers    peerSet     // other instances seen, to relay to when cut off from the quorum
-	draining atomic.Bool // shutting down: owners let go of their coupons
-	commits  committer   // group commit of the coupons' batches
+	id       string                   // this instance, on the facts bus
+	factsOut chan string              // notices for the facts bus, published by Run
+	lag      lagWindow                // recent arrival-to-handling waits
+	handling frontier                 // how far back the arrivals being handled reach
+	peers    peerSet                  // other instances seen, to relay to when cut off from the quorum
+	draining atomic.Bool              // shutting down: owners let go of their coupons
+	commits  *grouper[*commitRequest] // group commit of the coupons' batches
 	drainers sync.WaitGroup
 	outMu    sync.Mutex
-	outboxes map[string]*outbox // by peer address: requests waiting to be forwarded
+	outboxes map[string]*grouper[*outItem] // by peer address: requests waiting to be forwarded
 
 	mu       sync.RWMutex
 	coupons  map[string]*couponState // by code; only coupons that exist
@@ -173,8 +173,10 @@ func New(repo Repository, locks Locker, cfg Config, m *metrics.Metrics, log *slo
 	if cfg.ScheduleLead <= 0 {
 		cfg.ScheduleLead = 2 * time.Hour
 	}
-	return &Service{repo: repo, locks: locks, cfg: cfg, metrics: m, log: log, coupons: map[string]*couponState{},
-		id: uuid.NewString(), factsOut: make(chan string, factsBacklog)}
+	s := &Service{repo: repo, locks: locks, cfg: cfg, metrics: m, log: log, coupons: map[string]*couponState{},
+		id: uuid.NewString(), factsOut: make(chan string, factsBacklog), outboxes: map[string]*grouper[*outItem]{}}
+	s.commits = &grouper[*commitRequest]{max: maxGroups, limit: maxGroupBatches, run: s.runGroup}
+	return s
 }
 
 var codePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
