@@ -2,12 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os/exec"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -77,8 +82,8 @@ func runOneCouponCrowd(base, code string, n, clients int, dur time.Duration) *pa
 
 // verifyOne checks PostgreSQL against the answers for one coupon: never over the stock, one row per user, every
 // 201's row present with its id, every 409 a holder, no 410 while stock remained, and a row
-// only for a user answered 201, or 409, or whose request died with its instance (nginx's 502,
-// or a transport error): the dead instance may have committed it before it could answer. With
+// only for a user answered 201, or whose request died with its instance (nginx's 502, or a
+// transport error): the dead instance may have committed it before it could answer. With
 // more distinct users than stock asking, the whole stock is issued.
 func (c *pacedCrowd) verifyOne(t *testing.T, dsn, code string, stock int, before ...uuid.UUID) {
 	t.Helper()
@@ -109,15 +114,22 @@ func (c *pacedCrowd) verifyOne(t *testing.T, dsn, code string, stock int, before
 	if len(c.users)+len(before) > stock && issued != stock {
 		t.Errorf("%s: %d of %d issued while %d distinct users asked (%v)", code, issued, stock, len(c.users), c.summary())
 	}
+	// What each user was told: 201 in any answer, or else a request that died with its
+	// instance (nginx's 502, a transport error), or else the last answer.
 	answered := map[uuid.UUID]int{}
 	for _, u := range before { // issued before the crowd
 		answered[u] = http.StatusCreated
 	}
 	for i, a := range c.answers {
 		u := c.users[i]
-		answered[u] = a.status
+		status := a.status
 		if c.errs[i] != nil {
-			answered[u] = -1
+			status = -1
+		}
+		switch prev := answered[u]; {
+		case prev == http.StatusCreated:
+		case status == http.StatusCreated, status == -1, status == http.StatusBadGateway, prev == 0, prev == http.StatusConflict:
+			answered[u] = status
 		}
 		switch a.status {
 		case http.StatusCreated:
@@ -136,9 +148,9 @@ func (c *pacedCrowd) verifyOne(t *testing.T, dsn, code string, stock int, before
 	}
 	for u := range inDB {
 		switch answered[u] {
-		case http.StatusCreated, http.StatusConflict, http.StatusBadGateway, -1:
+		case http.StatusCreated, http.StatusBadGateway, -1:
 		default:
-			t.Fatalf("%s: user %s has a row but was answered %d", code, u, answered[u])
+			t.Fatalf("%s: user %s has a row but was never answered 201 (last answer %d)", code, u, answered[u])
 		}
 	}
 }
@@ -393,4 +405,73 @@ func TestPeerEndpointRefusesIngressTraffic(t *testing.T) {
 		t.Errorf("from a peer: %d %s", a.status, a.body)
 	}
 	checkInvariants(t, st.dsn, "C0001", 1, nil)
+}
+
+// A forwarded batch whose reply is lost (the owner issued it, then the connection broke) is
+// sent again; the user whose coupon the first attempt stored is answered 201 with that row,
+// not 409, and nothing is issued twice.
+func TestForwardReplyLost(t *testing.T) {
+	st := newStack(t, 1)
+	// The owner is reached through a proxy that serves the first forwarded batch and then
+	// breaks the connection instead of passing the reply on.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var target atomic.Pointer[url.URL]
+	var calls atomic.Int32
+	lost := make(chan string, 1) // the reply that never reached the sender
+	lossy := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// No X-Forwarded-For: to the owner this is another instance calling.
+		rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target.Load()) }}
+		if calls.Add(1) > 1 {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		rp.ServeHTTP(rec, r) // served by the owner, reply thrown away
+		lost <- rec.Body.String()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+	})}
+	go lossy.Serve(ln)
+	t.Cleanup(func() { lossy.Close() })
+	owner := startInstance(t, st.env(map[string]string{"ADVERTISE_ADDR": ln.Addr().String()}))
+	u, _ := url.Parse(owner.base)
+	target.Store(u)
+	other := startInstance(t, st.env(nil))
+
+	// The owner takes the coupon's lock and keeps it while requests come (ownerLinger).
+	first := do(t, "POST", owner.base+"/api/v1/coupons/C0001/issue", `{"userId":"`+uuid.NewString()+`"}`)
+	if first.status != http.StatusCreated {
+		t.Fatalf("first issue: %d %s", first.status, first.body)
+	}
+	user := uuid.New()
+	a := do(t, "POST", other.base+"/api/v1/coupons/C0001/issue", `{"userId":"`+user.String()+`"}`)
+	select {
+	case reply := <-lost:
+		if !strings.Contains(reply, `"r":"issued"`) {
+			t.Fatalf("the lost reply %s: the owner did not issue the first attempt; the test needs it to", reply)
+		}
+	default:
+		t.Fatalf("nothing was forwarded to the owner (answer %d %s)", a.status, a.body)
+	}
+	if a.status != http.StatusCreated {
+		t.Fatalf("after the lost reply: %d %s, want 201 with the row the first attempt stored", a.status, a.body)
+	}
+	checkInvariants(t, st.dsn, "C0001", 2, map[uuid.UUID]uuid.UUID{user: walletID(t, a), userOf(t, first): walletID(t, first)})
+	// The same user asking again is told 409: the 201 above was the only one.
+	if again := do(t, "POST", other.base+"/api/v1/coupons/C0001/issue", `{"userId":"`+user.String()+`"}`); again.status != http.StatusConflict {
+		t.Errorf("asking again: %d %s, want 409", again.status, again.body)
+	}
+}
+
+func userOf(t *testing.T, a answer) uuid.UUID {
+	t.Helper()
+	var e struct{ UserID uuid.UUID }
+	if err := json.Unmarshal(a.body, &e); err != nil {
+		t.Fatalf("201 body %s: %v", a.body, err)
+	}
+	return e.UserID
 }

@@ -151,6 +151,7 @@ func (c *pacedCrowd) verify(t *testing.T, dsn string) {
 		if err := conn.QueryRow(ctx, `SELECT issued_quantity, total_quantity FROM coupon WHERE code = $1`, code).Scan(&issued, &total); err != nil {
 			t.Fatal(err)
 		}
+		c.explainRowsWithout201(t, dsn, code, granted)
 		checkInvariants(t, dsn, code, len(granted), granted)
 		holders := map[uuid.UUID]bool{}
 		rows, err := conn.Query(ctx, `SELECT w.user_id FROM coupon_wallet w JOIN coupon c ON c.id = w.coupon_id WHERE c.code = $1`, code)
@@ -179,6 +180,38 @@ func (c *pacedCrowd) verify(t *testing.T, dsn string) {
 				}
 			}
 		}
+	}
+}
+
+// explainRowsWithout201 logs, for a few users holding code without a 201 among their
+// answers, when each row was written and what each of their requests was answered when.
+func (c *pacedCrowd) explainRowsWithout201(t *testing.T, dsn, code string, granted map[uuid.UUID]uuid.UUID) {
+	t.Helper()
+	rows, err := db(t, dsn).Query(context.Background(), `SELECT w.user_id, w.id, w.issued_at FROM coupon_wallet w
+		JOIN coupon c ON c.id = w.coupon_id WHERE c.code = $1 ORDER BY w.issued_at`, code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	shown := 0
+	for rows.Next() && shown < 5 {
+		var u, id uuid.UUID
+		var at time.Time
+		if err := rows.Scan(&u, &id, &at); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := granted[u]; ok {
+			continue
+		}
+		shown++
+		msg := fmt.Sprintf("%s: user %s holds row %s written %s, never answered 201:", code, u, id, at.Format("15:04:05.000"))
+		for i := range c.users {
+			if c.users[i] == u && c.codes[i] == code {
+				msg += fmt.Sprintf(" [request %d sent %s, %d %s after %v, err %v]", i, c.sent[i].Format("15:04:05.000"),
+					c.answers[i].status, c.answers[i].errorCode(), c.lat[i].Round(time.Millisecond), c.errs[i])
+			}
+		}
+		t.Log(msg)
 	}
 }
 

@@ -113,6 +113,8 @@ func (in *instance) stop(t *testing.T) {
 	case err := <-in.done:
 		if err != nil {
 			t.Errorf("run returned %v\n%s", err, in.logs.String())
+		} else if t.Failed() {
+			t.Logf("%s logged:\n%s", in.base, in.logs.String())
 		}
 	case <-time.After(20 * time.Second):
 		t.Errorf("instance did not stop within 20s")

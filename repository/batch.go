@@ -37,7 +37,8 @@ type Result struct {
 //   - expires_at is computed here, as the schema's trigger would (the trigger then has nothing
 //     to look up, row by row);
 //   - the insert skips a (coupon, user) that another transaction committed meanwhile (possible
-//     only when a lock was lost), and the counter moves by the rows actually inserted, so
+//     only when a lock was lost), or a wallet id that is taken (ids chosen by another
+//     instance: never trusted to be free), and the counter moves by the rows actually inserted, so
 //     issued_quantity = count(rows) holds whatever happens, and the CHECK keeps it <= total.
 //
 // The answer is one short row: the counts after the statement (NULL when the token was stale),
@@ -67,7 +68,7 @@ WITH req AS (
 ), ins AS (
     INSERT INTO coupon_wallet (id, coupon_id, user_id, issued_at, expires_at)
     SELECT wid, $1, uid, now(), now() + (SELECT valid_days FROM c) * interval '24 hours' FROM winners
-    ON CONFLICT (coupon_id, user_id) DO NOTHING
+    ON CONFLICT DO NOTHING
     RETURNING id, issued_at
 ), upd AS (
     UPDATE coupon SET issued_quantity = issued_quantity + (SELECT count(*) FROM ins), fence_token = $4
@@ -97,6 +98,10 @@ type Batch struct {
 	CouponID uuid.UUID
 	Fence    int64
 	Users    []uuid.UUID
+	// Wallets are the ids the requests' rows take if issued, one per user; nil: new ones.
+	// A request sent again after an unknown outcome keeps its id, so that its row, if the
+	// first attempt committed it, can be told from another request's (see the service).
+	Wallets []uuid.UUID
 }
 
 // BatchOutcome is what IssueBatches made of one Batch: its Results, or the error IssueBatch
@@ -127,6 +132,10 @@ func (r *Repository) IssueBatches(ctx context.Context, batches []Batch) []BatchO
 	rows := make([]batchRow, len(batches))
 	wids := make([][]uuid.UUID, len(batches))
 	for i, b := range batches {
+		if len(b.Wallets) == len(b.Users) {
+			wids[i] = b.Wallets
+			continue
+		}
 		wids[i] = make([]uuid.UUID, len(b.Users))
 		for j := range wids[i] {
 			wids[i][j] = uuid.Must(uuid.NewV7())

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgxpool"
 	pgxuuid "github.com/vgarvardt/pgx-google-uuid/v5"
 )
@@ -71,6 +72,15 @@ func Open(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 		cfg.MaxConns = 32
 	}
 	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	// When a query's context ends, ask the server to cancel it and wait for its answer (the
+	// query's result, or its cancellation) rather than drop the connection at once: pgx's
+	// default returns at once and cancels asynchronously, so an issue statement could commit
+	// after the caller was told it had failed, and its re-read (resolveAfterFailure) ran
+	// before the commit. Only a server that does not answer within cancelGrace leaves the
+	// outcome unknown.
+	cfg.ConnConfig.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, DeadlineDelay: cancelGrace}
+	}
 	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
 		// google/uuid values as PostgreSQL uuids in binary: without it pgx goes through
 		// their string form and a failed plan per value, which dominated a batch's cost.
@@ -88,6 +98,9 @@ func Open(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	}
 	return pool, nil
 }
+
+// cancelGrace is how long a cancelled query waits for the server to answer its cancellation.
+const cancelGrace = 2 * time.Second
 
 // Repository runs queries on a pgx pool.
 type Repository struct {

@@ -353,3 +353,60 @@ func TestIssueBatchesGroupCommit(t *testing.T) {
 		}
 	}
 }
+
+// A batch whose context ends while its statement runs (the lock was lost, the transaction
+// timed out) reports what PostgreSQL did: never "nothing issued" for a statement that then
+// commits anyway. Here the statement waits for the coupon row, its context ends, and the row
+// is released at once: the statement either completes or is cancelled on the server, and the
+// batch must say which.
+func TestIssueBatchCancelledReportsWhatHappened(t *testing.T) {
+	r := migrated(t)
+	ctx := context.Background()
+	for round := range 20 {
+		c, err := r.CreateCoupon(ctx, Coupon{Code: fmt.Sprintf("CX%d", round), Name: "cancelled", DiscountAmount: 1, TotalQuantity: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Another transaction holds the coupon row, as a batch of another instance would.
+		holder, err := r.pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := holder.Exec(ctx, `SELECT 1 FROM coupon WHERE id = $1 FOR UPDATE`, c.ID); err != nil {
+			t.Fatal(err)
+		}
+		users := []uuid.UUID{uuid.New(), uuid.New()}
+		bctx, cancel := context.WithCancel(ctx)
+		type outcome struct {
+			res []Result
+			err error
+		}
+		done := make(chan outcome, 1)
+		go func() {
+			res, err := r.IssueBatch(bctx, c.ID, 1, users)
+			done <- outcome{res, err}
+		}()
+		time.Sleep(50 * time.Millisecond) // the statement now waits for the row
+		cancel()
+		if err := holder.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		out := testenv.Receive(t, done, 10*time.Second, "the cancelled batch's outcome")
+		time.Sleep(100 * time.Millisecond) // whatever the server still does with it is done by now
+		reported := 0
+		if out.err == nil {
+			for _, res := range out.res {
+				if res.Outcome == Issued {
+					reported++
+				}
+			}
+		}
+		var rows int
+		if err := r.pool.QueryRow(ctx, `SELECT count(*) FROM coupon_wallet WHERE coupon_id = $1`, c.ID).Scan(&rows); err != nil {
+			t.Fatal(err)
+		}
+		if rows != reported {
+			t.Fatalf("round %d: the batch reported %d issued (err %v), PostgreSQL holds %d rows", round, reported, out.err, rows)
+		}
+	}
+}

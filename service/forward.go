@@ -60,6 +60,7 @@ type PeerCoupon struct {
 type PeerRequest struct {
 	User    uuid.UUID
 	Arrived time.Time
+	Wallet  uuid.UUID // the id its row takes if issued (uuid.Nil: the receiver chooses)
 }
 
 // PeerResult is the outcome of one PeerRequest: Result is an issue result label ("issued",
@@ -230,7 +231,7 @@ func (s *Service) send(addr string, items []*outItem) {
 	for i, it := range items {
 		pc := PeerCoupon{Code: it.st.coupon.Code, Relay: it.relay, Requests: make([]PeerRequest, len(it.batch))}
 		for j, r := range it.batch {
-			pc.Requests[j] = PeerRequest{User: r.user, Arrived: r.arrived}
+			pc.Requests[j] = PeerRequest{User: r.user, Arrived: r.arrived, Wallet: r.wallet}
 			if r.deadline.After(last) {
 				last = r.deadline
 			}
@@ -251,11 +252,14 @@ func (s *Service) send(addr string, items []*outItem) {
 	if err != nil {
 		// Nothing, or not all, is known of the batch: the receiver may have died before or
 		// after committing it. Queued again, each request is decided anew; one committed
-		// meanwhile is then answered ALREADY_ISSUED, which is true.
+		// meanwhile is then found by its wallet id and answered 201 (answerUncertain).
 		s.log.Warn("forward issue requests", "to", addr, "coupons", len(items), "err", err)
 		for _, it := range items {
 			s.metrics.PeerBatches.WithLabelValues(kindOf(it.relay), "error").Inc()
 			s.forgetOwner(it.st, addr)
+			for _, r := range it.batch {
+				r.uncertain.Store(true)
+			}
 			s.requeue(it.st, it.batch)
 		}
 		return
@@ -358,6 +362,7 @@ func (s *Service) Receive(ctx context.Context, b PeerBatch) [][]PeerResult {
 	}
 	type waiting struct {
 		i, j int
+		st   *couponState
 		r    *issueRequest
 	}
 	var ws []waiting
@@ -389,19 +394,22 @@ func (s *Service) Receive(ctx context.Context, b PeerBatch) [][]PeerResult {
 			if at.After(now) {
 				at = now
 			}
-			r, known := s.enqueueLocked(ctx, st, pr.User, at)
+			r, known := s.enqueueLocked(ctx, st, pr.User, at, pr.Wallet)
 			if known != nil {
 				results[i][j].Result = resultOf(known)
 				continue
 			}
 			r.forwarded, r.relayed = !pc.Relay, pc.Relay
-			ws = append(ws, waiting{i, j, r})
+			ws = append(ws, waiting{i, j, st, r})
 		}
 		st.mu.Unlock()
 	}
 	for _, w := range ws {
 		s.observeArrival(now, w.r.arrived)
 		out := s.await(ctx, w.r)
+		if errors.Is(out.err, ErrAlreadyIssued) && w.r.uncertain.Load() { // a relayed request this instance forwarded
+			out = s.answerUncertain(ctx, w.st, w.r, out)
+		}
 		if errors.Is(out.err, errMisdirected) {
 			results[w.i][w.j].Result = resultMisdirected
 			continue

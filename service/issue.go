@@ -82,6 +82,11 @@ type issueRequest struct {
 	// cut off from the Redis quorum handed it here to be served as if it had arrived here; it
 	// is not relayed again.
 	forwarded, relayed bool
+	// wallet is the id of the row the request creates if issued, chosen where the request
+	// arrived and carried along when it is forwarded. uncertain: it was sent to another
+	// instance that may have issued it without the answer coming back (see answerUncertain).
+	wallet    uuid.UUID
+	uncertain atomic.Bool
 }
 
 const (
@@ -185,12 +190,15 @@ func (s *Service) issue(ctx context.Context, code string, userID uuid.UUID, arri
 		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, err)
 	}
 	st.mu.Lock()
-	req, known := s.enqueueLocked(ctx, st, userID, arrived)
+	req, known := s.enqueueLocked(ctx, st, userID, arrived, uuid.Nil)
 	st.mu.Unlock()
 	if known != nil {
 		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, known)
 	}
 	out := s.await(ctx, req)
+	if errors.Is(out.err, ErrAlreadyIssued) && req.uncertain.Load() {
+		out = s.answerUncertain(ctx, st, req, out)
+	}
 	if out.err != nil {
 		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, out.err)
 	}
@@ -198,13 +206,17 @@ func (s *Service) issue(ctx context.Context, code string, userID uuid.UUID, arri
 }
 
 // enqueueLocked answers from committed facts when they decide (the returned error), or queues
-// a request for userID in its place by arrival and makes sure a drainer serves it. st.mu is
-// held.
-func (s *Service) enqueueLocked(ctx context.Context, st *couponState, userID uuid.UUID, arrived time.Time) (*issueRequest, error) {
+// a request for userID in its place by arrival and makes sure a drainer serves it; its row, if
+// issued, takes the id wallet (a new one when uuid.Nil). st.mu is held.
+func (s *Service) enqueueLocked(ctx context.Context, st *couponState, userID uuid.UUID, arrived time.Time, wallet uuid.UUID) (*issueRequest, error) {
 	if known := st.known(userID); known != nil {
 		return nil, known
 	}
-	req := &issueRequest{ctx: ctx, user: userID, arrived: arrived, deadline: arrived.Add(s.cfg.LockWait), done: make(chan issueOutcome, 1)}
+	if wallet == uuid.Nil {
+		wallet = uuid.Must(uuid.NewV7())
+	}
+	req := &issueRequest{ctx: ctx, user: userID, arrived: arrived, deadline: arrived.Add(s.cfg.LockWait),
+		wallet: wallet, done: make(chan issueOutcome, 1)}
 	st.queue = insertByArrival(st.queue, req)
 	s.kickLocked(st)
 	return req, nil
@@ -521,6 +533,28 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (ran, 
 	return true, len(retry) == 0
 }
 
+// answerUncertain decides what to tell a request answered ALREADY_ISSUED after it was sent to
+// another instance that may have issued it without the answer coming back (it died, or the
+// call timed out): if the user's row is the one this request would have created (its wallet
+// id), this request was issued, and the answer is that row, 201, as the first attempt would
+// have said. Otherwise the row is from another request of the user, and ALREADY_ISSUED stands;
+// it also stands, being true either way, when the row cannot be read.
+func (s *Service) answerUncertain(ctx context.Context, st *couponState, req *issueRequest, out issueOutcome) issueOutcome {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.TxTimeout)
+	defer cancel()
+	entries, err := s.repo.UserWallet(rctx, req.user)
+	if err != nil {
+		s.log.Warn("read the wallet after an uncertain forward", "coupon", st.coupon.Code, "err", err)
+		return out
+	}
+	for _, e := range entries {
+		if e.ID == req.wallet && e.CouponID == st.coupon.ID {
+			return issueOutcome{entry: e}
+		}
+	}
+	return out
+}
+
 // answerFromFacts answers every queued request of a coupon whose sold-out holder set is final:
 // 409 for a holder, 410 for anyone else. st.mu is held.
 func (s *Service) answerFromFacts(st *couponState) {
@@ -537,9 +571,9 @@ func (s *Service) answerFromFacts(st *couponState) {
 // the lock is known lost (the token and the constraints guard the moments before).
 func (s *Service) issueBatch(ctx context.Context, st *couponState, m Mutex, batch []*issueRequest) ([]repository.Result, error) {
 	fence, _ := m.Fence(ctx)
-	users := make([]uuid.UUID, len(batch))
+	users, wallets := make([]uuid.UUID, len(batch)), make([]uuid.UUID, len(batch))
 	for i, r := range batch {
-		users[i] = r.user
+		users[i], wallets[i] = r.user, r.wallet
 	}
 	txCtx, cancel := context.WithTimeout(ctx, s.cfg.TxTimeout)
 	defer cancel()
@@ -552,7 +586,7 @@ func (s *Service) issueBatch(ctx context.Context, st *couponState, m Mutex, batc
 		}
 	}()
 	start := time.Now()
-	results, err := s.commit(txCtx, repository.Batch{CouponID: st.coupon.ID, Fence: fence, Users: users})
+	results, err := s.commit(txCtx, repository.Batch{CouponID: st.coupon.ID, Fence: fence, Users: users, Wallets: wallets})
 	s.metrics.TxDuration.Observe(time.Since(start).Seconds())
 	return results, err
 }

@@ -44,6 +44,7 @@ type coupon struct {
 type request struct {
 	User    uuid.UUID `json:"u"`
 	Arrived int64     `json:"a"` // Unix ns at the host that received it
+	Wallet  uuid.UUID `json:"w"` // the id of its row if issued (absent from older versions: the receiver chooses)
 }
 
 type results struct {
@@ -91,7 +92,7 @@ func (c *Client) Send(ctx context.Context, addr string, b service.PeerBatch) ([]
 	for i, pc := range b.Coupons {
 		w.Coupons[i] = coupon{Code: pc.Code, Relay: pc.Relay, Requests: make([]request, len(pc.Requests))}
 		for j, r := range pc.Requests {
-			w.Coupons[i].Requests[j] = request{User: r.User, Arrived: r.Arrived.UnixNano()}
+			w.Coupons[i].Requests[j] = request{User: r.User, Arrived: r.Arrived.UnixNano(), Wallet: r.Wallet}
 		}
 	}
 	body, err := json.Marshal(w)
@@ -155,7 +156,7 @@ func DecodeBatch(r io.Reader) (service.PeerBatch, error) {
 			if r.User == uuid.Nil {
 				return service.PeerBatch{}, fmt.Errorf("%w: peer batch: nil user", service.ErrInvalid)
 			}
-			pc.Requests[j] = service.PeerRequest{User: r.User, Arrived: time.Unix(0, r.Arrived)}
+			pc.Requests[j] = service.PeerRequest{User: r.User, Arrived: time.Unix(0, r.Arrived), Wallet: r.Wallet}
 		}
 		b.Coupons[i] = pc
 	}
