@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"couponsvc/internal/stats"
 	"couponsvc/internal/testenv"
 
 	"github.com/google/uuid"
@@ -46,7 +47,7 @@ func TestThousandAtOnceOnStockOfHundred(t *testing.T) {
 		t.Fatalf("statuses %v, want 100x201 and 900x410", counts)
 	}
 	checkInvariants(t, st.dsn, "HUNDRED", 100, granted(t, users, answers))
-	t.Logf("1,000 at once on 100: p50 %v p99 %v max %v", percentile(lat, .5), percentile(lat, .99), percentile(lat, 1))
+	t.Logf("1,000 at once on 100: p50 %v p99 %v max %v", stats.Percentile(stats.Sorted(lat), .5), stats.Percentile(stats.Sorted(lat), .99), stats.Percentile(stats.Sorted(lat), 1))
 }
 
 // 10,000 requests on A0001 (stock 300) from 10,000 distinct users, 200 concurrent clients,
@@ -64,7 +65,7 @@ func TestTenThousandOnA0001(t *testing.T) {
 	}
 	checkInvariants(t, st.dsn, "A0001", 300, granted(t, users, answers))
 	t.Logf("10,000 on A0001, 200 clients: %.0f req/s, p50 %v p99 %v max %v", float64(len(users))/elapsed.Seconds(),
-		percentile(lat, .5), percentile(lat, .99), percentile(lat, 1))
+		stats.Percentile(stats.Sorted(lat), .5), stats.Percentile(stats.Sorted(lat), .99), stats.Percentile(stats.Sorted(lat), 1))
 }
 
 // Two instances share three Redis nodes and PostgreSQL and race on one coupon, with retries

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"couponsvc/internal/stats"
 	"couponsvc/internal/testenv"
 	"couponsvc/lock"
 	"couponsvc/repository"
@@ -495,7 +496,7 @@ func TestFaultSlowPostgres(t *testing.T) {
 	}
 	report(t, "slow PostgreSQL: the coupon row locked by another session for 1.5 s under a crowd (LOCK_WAIT=1s)",
 		fmt.Sprintf("%d of %d answered 503 LOCK_TIMEOUT/UNAVAILABLE within their deadline (max %v), the rest 201 after the stall; goroutines %d idle, %d during, %d after",
-			timeouts, len(answers), percentile(lat, 1).Round(time.Millisecond), idle, peak, after), rec)
+			timeouts, len(answers), stats.Percentile(stats.Sorted(lat), 1).Round(time.Millisecond), idle, peak, after), rec)
 }
 
 // buildWait bounds the build of the couponsvc binary (a few seconds with the build cache warm).

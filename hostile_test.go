@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"couponsvc/internal/testenv"
 	"fmt"
 	"io"
 	"net"
@@ -156,4 +158,44 @@ func TestHostileInputs(t *testing.T) {
 		resp.Body.Close()
 	}
 	t.Logf("HOSTILE|100 requests pipelined on one connection|100 answers 200, in order")
+}
+
+// A client that hangs up cancels its request's PostgreSQL work: a wallet read stuck behind a
+// table lock is cancelled on the server when its client goes, not left waiting for nobody.
+func TestClientHangingUpCancelsItsQuery(t *testing.T) {
+	st := newStack(t, 1)
+	in := startInstance(t, st.env(nil))
+	ctx := context.Background()
+	blocker, err := db(t, st.dsn).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Rollback(ctx)
+	if _, err := blocker.Exec(ctx, `LOCK TABLE coupon_wallet IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	watcher := db(t, st.dsn)
+	waiting := func() int {
+		var n int
+		if err := watcher.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%FROM coupon_wallet w JOIN coupon c%user_id = $1%'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	rctx, hangUp := context.WithCancel(ctx)
+	req, _ := http.NewRequestWithContext(rctx, "GET", in.base+"/api/v1/users/"+uuid.NewString()+"/coupons", nil)
+	answered := make(chan error, 1)
+	go func() {
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		answered <- err
+	}()
+	testenv.WaitFor(t, 5*time.Second, "the wallet read waiting behind the table lock", func() bool { return waiting() == 1 })
+	hangUp()
+	testenv.Receive(t, answered, 5*time.Second, "the client's call to return")
+	testenv.WaitFor(t, 5*time.Second, "the wallet read cancelled on the server after its client hung up (the lock is still held)",
+		func() bool { return waiting() == 0 })
 }

@@ -14,6 +14,8 @@
 package main
 
 import (
+	"couponsvc/domain"
+
 	"context"
 	"errors"
 	"fmt"
@@ -114,7 +116,7 @@ func migrate(ctx context.Context, repo *repository.Repository, cfg config, log *
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, repository.ErrUnavailable) || wctx.Err() != nil {
+		if !errors.Is(err, domain.ErrUnavailable) || wctx.Err() != nil {
 			return fmt.Errorf("migrate (database %s): %w", redactDSN(cfg.DatabaseURL), err)
 		}
 		log.Warn("waiting for PostgreSQL", "database", redactDSN(cfg.DatabaseURL), "attempt", attempt, "err", err)

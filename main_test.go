@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -302,12 +301,6 @@ func statusCounts(answers []answer) map[int]int {
 		m[a.status]++
 	}
 	return m
-}
-
-func percentile(lat []time.Duration, p float64) time.Duration {
-	s := append([]time.Duration(nil), lat...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[int(float64(len(s)-1)*p)]
 }
 
 func walletID(t testing.TB, a answer) uuid.UUID {

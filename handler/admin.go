@@ -1,6 +1,8 @@
 package handler
 
 import (
+	"couponsvc/domain"
+
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -25,7 +27,7 @@ func (h *Handler) requireAdmin(c *gin.Context) {
 	sum := sha256.Sum256([]byte(got))
 	if !ok || subtle.ConstantTimeCompare(sum[:], h.adminToken[:]) != 1 {
 		c.Header("WWW-Authenticate", `Bearer realm="couponsvc admin"`)
-		writeError(c, http.StatusUnauthorized, "UNAUTHORIZED", "admin routes need Authorization: Bearer <ADMIN_TOKEN>")
+		writeError(c, domain.ErrUnauthorized, domain.ErrUnauthorized.Message)
 		return
 	}
 	c.Next()
@@ -100,7 +102,7 @@ type ScheduleResponse struct {
 	CreatedAt      time.Time `json:"createdAt" example:"2026-11-22T01:00:00Z"`
 }
 
-func scheduleResponse(s service.Schedule) ScheduleResponse {
+func scheduleResponse(s domain.Schedule) ScheduleResponse {
 	return ScheduleResponse{ID: s.ID.String(), CodePrefix: s.CodePrefix, Name: s.Name, OpenTime: service.FormatOpenTime(s.OpenMinute),
 		TimeZone: s.TimeZone, QuantityPerDay: s.QuantityPerDay, DiscountAmount: s.DiscountAmount, ValidDays: s.ValidDays,
 		MinOrderAmount: s.MinOrderAmount, CreatedAt: s.CreatedAt.UTC()}
@@ -148,21 +150,21 @@ func deref[T any](p *T, def T) T {
 func (h *Handler) createCoupon(c *gin.Context) {
 	var req CreateCouponRequest
 	if err := decodeJSON(c, maxBodyBytes, &req); err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	if err := required(field{"code", req.Code == ""}, field{"name", req.Name == ""},
 		field{"discountAmount", req.DiscountAmount == nil}, field{"totalQuantity", req.TotalQuantity == nil}); err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
-	cp, err := h.svc.CreateCoupon(c, service.Coupon{
+	cp, err := h.svc.CreateCoupon(c.Request.Context(), domain.Coupon{
 		Code: req.Code, Name: req.Name, DiscountAmount: *req.DiscountAmount, TotalQuantity: *req.TotalQuantity,
 		OpensAt: deref(req.OpensAt, time.Time{}), ClosesAt: req.ClosesAt,
 		ValidDays: deref(req.ValidDays, service.DefaultValidDays), MinOrderAmount: deref(req.MinOrderAmount, 0),
 	})
 	if err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	c.JSON(http.StatusCreated, couponResponse(cp))
@@ -188,19 +190,19 @@ func (h *Handler) createCoupon(c *gin.Context) {
 func (h *Handler) updateCoupon(c *gin.Context) {
 	var req PatchCouponRequest
 	if err := decodeJSON(c, maxBodyBytes, &req); err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	if req.Paused == nil && req.OpensAt == nil && !req.ClosesAt.set && req.TotalQuantity == nil {
-		writeServiceError(c, fmt.Errorf("%w: nothing to change: send any of paused, opensAt, closesAt, totalQuantity", service.ErrInvalid))
+		h.writeServiceError(c, fmt.Errorf("%w: nothing to change: send any of paused, opensAt, closesAt, totalQuantity", domain.ErrInvalid))
 		return
 	}
-	cp, err := h.svc.UpdateCoupon(c, c.Param("code"), service.CouponPatch{
+	cp, err := h.svc.UpdateCoupon(c.Request.Context(), c.Param("code"), service.CouponPatch{
 		Paused: req.Paused, OpensAt: req.OpensAt, SetClosesAt: req.ClosesAt.set, ClosesAt: req.ClosesAt.t,
 		TotalQuantity: req.TotalQuantity,
 	})
 	if err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, couponResponse(cp))
@@ -224,27 +226,27 @@ func (h *Handler) updateCoupon(c *gin.Context) {
 func (h *Handler) createSchedule(c *gin.Context) {
 	var req CreateScheduleRequest
 	if err := decodeJSON(c, maxBodyBytes, &req); err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	if err := required(field{"codePrefix", req.CodePrefix == ""}, field{"name", req.Name == ""},
 		field{"openTime", req.OpenTime == ""}, field{"timeZone", req.TimeZone == ""},
 		field{"quantityPerDay", req.QuantityPerDay == nil}, field{"discountAmount", req.DiscountAmount == nil}); err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	minute, err := service.ParseOpenTime(req.OpenTime)
 	if err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
-	sc, err := h.svc.CreateSchedule(c, service.Schedule{
+	sc, err := h.svc.CreateSchedule(c.Request.Context(), domain.Schedule{
 		CodePrefix: req.CodePrefix, Name: req.Name, OpenMinute: minute, TimeZone: req.TimeZone,
 		QuantityPerDay: *req.QuantityPerDay, DiscountAmount: *req.DiscountAmount,
 		ValidDays: deref(req.ValidDays, service.DefaultValidDays), MinOrderAmount: deref(req.MinOrderAmount, 0),
 	})
 	if err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	c.JSON(http.StatusCreated, scheduleResponse(sc))
@@ -261,9 +263,9 @@ func (h *Handler) createSchedule(c *gin.Context) {
 //	@Failure	503	{object}	ErrorResponse	"UNAVAILABLE"
 //	@Router		/api/v1/admin/schedules [get]
 func (h *Handler) listSchedules(c *gin.Context) {
-	scs, err := h.svc.ListSchedules(c)
+	scs, err := h.svc.ListSchedules(c.Request.Context())
 	if err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	out := make([]ScheduleResponse, len(scs))

@@ -4,10 +4,12 @@
 package handler
 
 import (
+	"couponsvc/domain"
+	"fmt"
+
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -110,8 +112,8 @@ func (h *Handler) recoverPanic(c *gin.Context) {
 			if v == http.ErrAbortHandler {
 				panic(v)
 			}
-			h.log.ErrorContext(c, "panic", "path", c.Request.URL.Path, "panic", v)
-			writeError(c, http.StatusInternalServerError, "INTERNAL", "internal error")
+			h.log.ErrorContext(c.Request.Context(), "panic", "path", c.Request.URL.Path, "panic", v)
+			writeError(c, domain.Internal, domain.Internal.Message)
 		}
 	}()
 	c.Next()
@@ -123,8 +125,7 @@ func (h *Handler) limitInFlight(c *gin.Context) {
 	select {
 	case h.inflight <- struct{}{}:
 	default:
-		c.Header("Retry-After", "1")
-		writeError(c, http.StatusTooManyRequests, "TOO_MANY_REQUESTS", "this instance is at its in-flight limit; retry shortly")
+		writeError(c, domain.ErrTooManyRequests, domain.ErrTooManyRequests.Message)
 		return
 	}
 	h.metrics.InFlight.Inc()
@@ -155,10 +156,10 @@ func (h *Handler) healthz(c *gin.Context) {
 //	@Failure	503	{object}	ErrorResponse	"UNAVAILABLE"
 //	@Router		/readyz [get]
 func (h *Handler) readyz(c *gin.Context) {
-	ctx, cancel := context.WithTimeout(c, 2*time.Second)
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 	defer cancel()
 	if err := h.svc.Ready(ctx); err != nil {
-		writeError(c, http.StatusServiceUnavailable, "UNAVAILABLE", err.Error())
+		writeError(c, domain.ErrUnavailable, err.Error()) // which store, for the operator
 		return
 	}
 	c.JSON(http.StatusOK, StatusResponse{Status: "ready"})
@@ -196,16 +197,16 @@ func (h *Handler) prometheus(c *gin.Context) {
 func (h *Handler) issueCoupon(c *gin.Context) {
 	var req IssueRequest
 	if err := decodeJSON(c, maxBodyBytes, &req); err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	if req.UserID == "" {
-		writeServiceError(c, errMissing("userId"))
+		h.writeServiceError(c, errMissing("userId"))
 		return
 	}
 	userID, err := service.ParseUserID(req.UserID)
 	if err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	// The request's context (cancelled when its client goes away) carries when it reached the
@@ -213,7 +214,7 @@ func (h *Handler) issueCoupon(c *gin.Context) {
 	ctx := c.Request.Context()
 	e, err := h.svc.Issue(service.WithArrival(ctx, arrival.Of(ctx)), c.Param("code"), userID)
 	if err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	c.JSON(http.StatusCreated, walletEntryResponse(e))
@@ -228,9 +229,9 @@ func (h *Handler) issueCoupon(c *gin.Context) {
 //	@Failure	503	{object}	ErrorResponse	"UNAVAILABLE"
 //	@Router		/api/v1/coupons [get]
 func (h *Handler) listCoupons(c *gin.Context) {
-	cs, err := h.svc.ListCoupons(c)
+	cs, err := h.svc.ListCoupons(c.Request.Context())
 	if err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	out := make([]CouponResponse, len(cs))
@@ -251,9 +252,9 @@ func (h *Handler) listCoupons(c *gin.Context) {
 //	@Failure	503		{object}	ErrorResponse	"UNAVAILABLE"
 //	@Router		/api/v1/coupons/{code} [get]
 func (h *Handler) getCoupon(c *gin.Context) {
-	cp, err := h.svc.GetCoupon(c, c.Param("code"))
+	cp, err := h.svc.GetCoupon(c.Request.Context(), c.Param("code"))
 	if err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, couponResponse(cp))
@@ -273,17 +274,17 @@ func (h *Handler) getCoupon(c *gin.Context) {
 func (h *Handler) userWallet(c *gin.Context) {
 	userID, err := service.ParseUserID(c.Param("userId"))
 	if err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	status, err := service.ParseWalletStatus(c.Query("status"))
 	if err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
-	w, err := h.svc.UserWallet(c, userID, status)
+	w, err := h.svc.UserWallet(c.Request.Context(), userID, status)
 	if err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	out := make([]WalletEntryResponse, len(w))
@@ -293,59 +294,35 @@ func (h *Handler) userWallet(c *gin.Context) {
 	c.JSON(http.StatusOK, out)
 }
 
-// writeServiceError answers err with the contract's status, code and body.
-func writeServiceError(c *gin.Context, err error) {
+// writeServiceError answers err with its row of the domain's error table (package domain):
+// status, code, message and Retry-After. An error not in the table is a bug: logged, 500.
+func (h *Handler) writeServiceError(c *gin.Context, err error) {
+	e := domain.ErrorOf(err)
+	msg := e.Message
 	switch {
-	case errors.Is(err, service.ErrInvalid):
-		writeError(c, http.StatusBadRequest, "INVALID_REQUEST", err.Error())
-	case errors.Is(err, service.ErrCouponNotFound):
-		writeError(c, http.StatusNotFound, "COUPON_NOT_FOUND", "no coupon with code "+strconv.Quote(c.Param("code")))
-	case errors.Is(err, service.ErrAlreadyIssued):
-		writeError(c, http.StatusConflict, "ALREADY_ISSUED", "this user already holds this coupon")
-	case errors.Is(err, service.ErrSoldOut):
-		writeError(c, http.StatusGone, "SOLD_OUT", "no coupons left")
-	case errors.Is(err, service.ErrEventNotOpen):
-		writeError(c, http.StatusForbidden, "EVENT_NOT_OPEN", "the coupon's issuing window has not opened yet")
-	case errors.Is(err, service.ErrEventClosed):
-		writeError(c, http.StatusForbidden, "EVENT_CLOSED", "the coupon's issuing window has closed or the coupon is paused")
-	case errors.Is(err, service.ErrCouponExists):
-		writeError(c, http.StatusConflict, "COUPON_EXISTS", "a coupon (or schedule prefix) with this code exists")
-	case errors.Is(err, service.ErrStockBelowIssued):
-		writeError(c, http.StatusConflict, "STOCK_BELOW_ISSUED", "totalQuantity would be below what was already issued")
-	case errors.Is(err, service.ErrWalletNotFound):
-		writeError(c, http.StatusNotFound, "WALLET_NOT_FOUND", "no wallet entry with id "+strconv.Quote(c.Param("walletId")))
-	case errors.Is(err, service.ErrNotOwner):
-		writeError(c, http.StatusForbidden, "NOT_OWNER", "this wallet entry belongs to another user")
-	case errors.Is(err, service.ErrExpired):
-		writeError(c, http.StatusGone, "EXPIRED", "this wallet entry has expired")
-	case errors.Is(err, service.ErrOrderBelowMinimum):
-		writeError(c, http.StatusUnprocessableEntity, "ORDER_BELOW_MINIMUM", "the order is below the coupon's minimum order amount")
-	case errors.Is(err, service.ErrAlreadyRedeemed):
-		writeError(c, http.StatusConflict, "ALREADY_REDEEMED", "this wallet entry was redeemed for another order")
-	case errors.Is(err, service.ErrLockTimeout):
-		c.Header("Retry-After", "1")
-		writeError(c, http.StatusServiceUnavailable, "LOCK_TIMEOUT", "the coupon is busy; nothing was issued, retry shortly")
-	case errors.Is(err, service.ErrUnavailable):
-		c.Header("Retry-After", "2")
-		writeError(c, http.StatusServiceUnavailable, "UNAVAILABLE", "a backing store is unreachable; nothing was issued, retry shortly")
-	case errors.Is(err, context.Canceled):
-		// The client went away; nobody reads this answer. 499 as nginx logs it.
-		writeError(c, 499, "CANCELED", "request canceled by the client")
-	default:
-		writeError(c, http.StatusInternalServerError, "INTERNAL", "internal error")
+	case e.Detailed:
+		msg = err.Error()
+	case e.Param != "":
+		msg = fmt.Sprintf(msg, c.Param(e.Param))
+	case e == domain.Internal:
+		h.log.ErrorContext(c.Request.Context(), "internal error", "method", c.Request.Method, "route", c.FullPath(), "err", err)
 	}
+	writeError(c, e, msg)
 }
 
-// writeError answers the contract's error body. It is written without reflection: a sold-out
-// crowd is mostly error answers.
-func writeError(c *gin.Context, status int, code, message string) {
-	b := make([]byte, 0, 40+len(code)+len(message))
+// writeError answers the contract's error body for e, with msg as its message. It is written
+// without reflection: a sold-out crowd is mostly error answers.
+func writeError(c *gin.Context, e *domain.Error, msg string) {
+	if e.RetryAfter != "" {
+		c.Header("Retry-After", e.RetryAfter)
+	}
+	b := make([]byte, 0, 40+len(e.Code)+len(msg))
 	b = append(b, `{"error":{"code":`...)
-	b = appendJSONString(b, code)
+	b = appendJSONString(b, e.Code)
 	b = append(b, `,"message":`...)
-	b = appendJSONString(b, message)
+	b = appendJSONString(b, msg)
 	b = append(b, "}}"...)
-	c.Data(status, "application/json; charset=utf-8", b)
+	c.Data(e.Status, "application/json; charset=utf-8", b)
 	c.Abort()
 }
 

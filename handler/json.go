@@ -1,6 +1,8 @@
 package handler
 
 import (
+	"couponsvc/domain"
+
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -8,8 +10,6 @@ import (
 	"io"
 	"net/http"
 	"time"
-
-	"couponsvc/service"
 
 	"github.com/gin-gonic/gin"
 )
@@ -66,7 +66,7 @@ type StatusResponse struct {
 	Status string `json:"status" example:"ok"`
 }
 
-func couponResponse(c service.Coupon) CouponResponse {
+func couponResponse(c domain.Coupon) CouponResponse {
 	var closes *time.Time
 	if c.ClosesAt != nil {
 		t := c.ClosesAt.UTC()
@@ -77,7 +77,7 @@ func couponResponse(c service.Coupon) CouponResponse {
 		OpensAt: c.OpensAt.UTC(), ClosesAt: closes, ValidDays: c.ValidDays, MinOrderAmount: c.MinOrderAmount, Paused: c.Paused}
 }
 
-func walletEntryResponse(e service.WalletEntry) WalletEntryResponse {
+func walletEntryResponse(e domain.WalletEntry) WalletEntryResponse {
 	var redeemed *time.Time
 	if e.RedeemedAt != nil {
 		t := e.RedeemedAt.UTC()
@@ -89,26 +89,26 @@ func walletEntryResponse(e service.WalletEntry) WalletEntryResponse {
 }
 
 func errMissing(field string) error {
-	return fmt.Errorf("%w: %s is required", service.ErrInvalid, field)
+	return fmt.Errorf("%w: %s is required", domain.ErrInvalid, field)
 }
 
 // decodeJSON reads at most limit bytes of body into v: one JSON object, no unknown fields, no
-// trailing data. Every failure is a service.ErrInvalid that says what was wrong.
+// trailing data. Every failure is a domain.ErrInvalid that says what was wrong.
 func decodeJSON(c *gin.Context, limit int64, v any) error {
 	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, limit))
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		return fmt.Errorf("%w: body over %d bytes", service.ErrInvalid, limit)
+		return fmt.Errorf("%w: body over %d bytes", domain.ErrInvalid, limit)
 	case err != nil:
-		return fmt.Errorf("%w: reading body: %v", service.ErrInvalid, err)
+		return fmt.Errorf("%w: reading body: %v", domain.ErrInvalid, err)
 	case len(bytes.TrimSpace(body)) == 0:
-		return fmt.Errorf("%w: body is empty; send a JSON object", service.ErrInvalid)
+		return fmt.Errorf("%w: body is empty; send a JSON object", domain.ErrInvalid)
 	case bytes.TrimSpace(body)[0] != '{':
-		return fmt.Errorf("%w: body must be a JSON object", service.ErrInvalid)
+		return fmt.Errorf("%w: body must be a JSON object", domain.ErrInvalid)
 	}
 	if ct := c.ContentType(); ct != "" && ct != "application/json" {
-		return fmt.Errorf("%w: Content-Type %q: send application/json", service.ErrInvalid, ct)
+		return fmt.Errorf("%w: Content-Type %q: send application/json", domain.ErrInvalid, ct)
 	}
 	if r, ok := v.(*IssueRequest); ok && decodeIssueFast(body, r) {
 		return nil
@@ -116,15 +116,15 @@ func decodeJSON(c *gin.Context, limit int64, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: malformed JSON: %v", service.ErrInvalid, err)
+		return fmt.Errorf("%w: malformed JSON: %v", domain.ErrInvalid, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("%w: malformed JSON: data after the object", service.ErrInvalid)
+		return fmt.Errorf("%w: malformed JSON: data after the object", domain.ErrInvalid)
 	}
 	if key, ok := duplicateKey(body); ok {
 		// encoding/json keeps the last of duplicated keys; another parser on the way (a proxy,
 		// a WAF) may keep the first. An ambiguous request is refused, not guessed at.
-		return fmt.Errorf("%w: malformed JSON: key %q appears twice", service.ErrInvalid, key)
+		return fmt.Errorf("%w: malformed JSON: key %q appears twice", domain.ErrInvalid, key)
 	}
 	return nil
 }

@@ -1,6 +1,8 @@
 package handler
 
 import (
+	"couponsvc/domain"
+
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -54,7 +56,7 @@ func FuzzDecodeIssueRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, contentType string) {
 		id, err := decodeIssue(body, contentType)
 		switch {
-		case err != nil && !errors.Is(err, service.ErrInvalid):
+		case err != nil && !errors.Is(err, domain.ErrInvalid):
 			t.Fatalf("error outside the contract: %v", err)
 		case err == nil && id == uuid.Nil:
 			t.Fatal("accepted the nil UUID")
@@ -96,7 +98,7 @@ func TestDecodeHostileInputs(t *testing.T) {
 		{"unknown field", `{"userId":"3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f","role":"admin"}`, "application/json", false},
 	} {
 		_, err := decodeIssue([]byte(tc.body), tc.ct)
-		if tc.ok != (err == nil) || (err != nil && !errors.Is(err, service.ErrInvalid)) {
+		if tc.ok != (err == nil) || (err != nil && !errors.Is(err, domain.ErrInvalid)) {
 			t.Errorf("%s: %v", tc.name, err)
 		}
 	}

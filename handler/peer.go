@@ -1,6 +1,8 @@
 package handler
 
 import (
+	"couponsvc/domain"
+
 	"net/http"
 
 	"couponsvc/internal/peer"
@@ -16,17 +18,17 @@ func (h *Handler) peerBatch(c *gin.Context) {
 	// through the Ingress (a path crafted to reach /internal through an /api/v1 rule), not
 	// from another instance.
 	if c.GetHeader("X-Forwarded-For") != "" || c.GetHeader("X-Real-IP") != "" {
-		writeError(c, http.StatusNotFound, "NOT_FOUND", "no such route")
+		writeError(c, domain.ErrNoRoute, domain.ErrNoRoute.Message)
 		return
 	}
 	b, err := peer.DecodeBatch(c.Request.Body)
 	if err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	body, err := peer.EncodeResults(h.svc.Receive(c.Request.Context(), b))
 	if err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	c.Data(http.StatusOK, "application/json", body)

@@ -1,6 +1,8 @@
 package handler
 
 import (
+	"couponsvc/domain"
+
 	"net/http"
 
 	"couponsvc/internal/peer"
@@ -37,8 +39,8 @@ func (h *Handler) routes(r *gin.Engine) {
 	r.GET("/swagger", func(c *gin.Context) { c.Redirect(http.StatusMovedPermanently, "/swagger/index.html") })
 	r.GET("/swagger/*any", ginSwagger.WrapHandler(swaggerFiles.Handler))
 
-	r.NoRoute(func(c *gin.Context) { writeError(c, http.StatusNotFound, "NOT_FOUND", "no such route") })
+	r.NoRoute(func(c *gin.Context) { writeError(c, domain.ErrNoRoute, domain.ErrNoRoute.Message) })
 	r.NoMethod(func(c *gin.Context) {
-		writeError(c, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "method not allowed on this route")
+		writeError(c, domain.ErrMethodNotAllowed, domain.ErrMethodNotAllowed.Message)
 	})
 }

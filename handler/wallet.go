@@ -1,6 +1,9 @@
 package handler
 
 import (
+	"couponsvc/domain"
+	"fmt"
+
 	"net/http"
 	"time"
 
@@ -50,27 +53,27 @@ type RedemptionResponse struct {
 func (h *Handler) redeem(c *gin.Context) {
 	walletID, err := uuid.Parse(c.Param("walletId"))
 	if err != nil || len(c.Param("walletId")) != 36 {
-		writeError(c, http.StatusBadRequest, "INVALID_REQUEST", "walletId must be a UUID")
+		h.writeServiceError(c, fmt.Errorf("%w: walletId must be a UUID", domain.ErrInvalid))
 		return
 	}
 	var req RedeemRequest
 	if err := decodeJSON(c, maxBodyBytes, &req); err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	if err := required(field{"userId", req.UserID == ""}, field{"orderId", req.OrderID == ""},
 		field{"orderAmount", req.OrderAmount == nil}); err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	userID, err := service.ParseUserID(req.UserID)
 	if err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
-	r, err := h.svc.Redeem(c, walletID, userID, req.OrderID, *req.OrderAmount)
+	r, err := h.svc.Redeem(c.Request.Context(), walletID, userID, req.OrderID, *req.OrderAmount)
 	if err != nil {
-		writeServiceError(c, err)
+		h.writeServiceError(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, RedemptionResponse{WalletID: r.WalletID.String(), OrderID: r.OrderID, OrderAmount: r.OrderAmount,

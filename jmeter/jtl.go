@@ -9,6 +9,7 @@ package jmeter
 
 import (
 	"bufio"
+	"couponsvc/internal/stats"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -203,18 +204,9 @@ func Summarize(samples []Sample) Summary {
 	}
 	slices.Sort(elapsed)
 	s.Mean = total / time.Duration(len(elapsed))
-	s.P50, s.P95, s.P99 = percentile(elapsed, 50), percentile(elapsed, 95), percentile(elapsed, 99)
+	s.P50, s.P95, s.P99 = stats.Percentile(elapsed, 0.50), stats.Percentile(elapsed, 0.95), stats.Percentile(elapsed, 0.99)
 	s.Max = elapsed[len(elapsed)-1]
 	return s
-}
-
-// percentile by nearest rank over sorted values.
-func percentile(sorted []time.Duration, p int) time.Duration {
-	rank := (p*len(sorted) + 99) / 100 // ceil(p/100 * n)
-	if rank < 1 {
-		rank = 1
-	}
-	return sorted[rank-1]
 }
 
 // Write prints the figures as a short human-readable report.

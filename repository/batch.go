@@ -1,6 +1,8 @@
 package repository
 
 import (
+	"couponsvc/domain"
+
 	"bytes"
 	"context"
 	"errors"
@@ -26,7 +28,7 @@ const (
 // Result is the outcome of one batch request; Entry is set when Issued.
 type Result struct {
 	Outcome Outcome
-	Entry   WalletEntry
+	Entry   domain.WalletEntry
 }
 
 // issueBatchSQL issues coupon $1 to the users $3 (wallet ids $2), in the order given, as one
@@ -84,7 +86,7 @@ SELECT (SELECT issued_quantity FROM upd), (SELECT total_quantity FROM upd),
 // transaction under lock grant fence, and returns one Result per user. Duplicates are resolved
 // in order (a user's first request may win, later ones are AlreadyIssued), and so is the stock
 // boundary (the earliest fresh requests win). It returns ErrStaleFence when PostgreSQL already
-// accepted a newer grant (nothing was written), ErrUnavailable when PostgreSQL is unreachable.
+// accepted a newer grant (nothing was written), domain.ErrUnavailable when PostgreSQL is unreachable.
 //
 // When the connection fails mid-statement the outcome is unknown, so IssueBatch looks the users'
 // rows up again: a committed batch is reported as committed, never as an error.
@@ -170,7 +172,7 @@ func (r *Repository) IssueBatches(ctx context.Context, batches []Batch) []BatchO
 	if err != nil {
 		err = translate("issue batch", err)
 		for i, b := range batches {
-			if errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+			if errors.Is(err, domain.ErrUnavailable) || ctx.Err() != nil {
 				if res, lerr := r.resolveAfterFailure(b.CouponID, b.Users, wids[i]); lerr == nil {
 					out[i].Results = res
 					continue
@@ -205,7 +207,7 @@ func (r *Repository) decide(ctx context.Context, b Batch, wids []uuid.UUID, row 
 	for i, u := range b.Users {
 		switch {
 		case inserted[wids[i]]:
-			res[i] = Result{Outcome: Issued, Entry: WalletEntry{ID: wids[i], CouponID: b.CouponID, UserID: u, IssuedAt: *row.at}}
+			res[i] = Result{Outcome: Issued, Entry: domain.WalletEntry{ID: wids[i], CouponID: b.CouponID, UserID: u, IssuedAt: *row.at}}
 			won[u] = true
 		case held[u] || won[u]:
 			res[i] = Result{Outcome: AlreadyIssued}
@@ -234,7 +236,7 @@ func (r *Repository) whyNoCoupon(ctx context.Context, couponID uuid.UUID, fence 
 	err := r.pool.QueryRow(ctx, `SELECT fence_token FROM coupon WHERE id = $1`, couponID).Scan(&last)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return fmt.Errorf("issue batch: %w", ErrCouponNotFound)
+		return fmt.Errorf("issue batch: %w", domain.ErrCouponNotFound)
 	case err != nil:
 		return translate("issue batch", err)
 	}
@@ -274,7 +276,7 @@ func (r *Repository) resolveAfterFailure(couponID uuid.UUID, users, wids []uuid.
 					rw, ok := got[u]
 					switch {
 					case ok && rw.id == wids[i]:
-						res[i] = Result{Outcome: Issued, Entry: WalletEntry{ID: rw.id, CouponID: couponID, UserID: u, IssuedAt: rw.at}}
+						res[i] = Result{Outcome: Issued, Entry: domain.WalletEntry{ID: rw.id, CouponID: couponID, UserID: u, IssuedAt: rw.at}}
 					case ok:
 						res[i] = Result{Outcome: AlreadyIssued}
 					default:

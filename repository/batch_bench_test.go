@@ -1,6 +1,8 @@
 package repository
 
 import (
+	"couponsvc/domain"
+
 	"context"
 	"testing"
 
@@ -17,7 +19,7 @@ func BenchmarkIssueBatch(b *testing.B) {
 	if err := r.Migrate(ctx); err != nil {
 		b.Fatal(err)
 	}
-	c, err := r.CreateCoupon(ctx, Coupon{Code: "BENCH", Name: "b", DiscountAmount: 1, TotalQuantity: 100_000_000})
+	c, err := r.CreateCoupon(ctx, domain.Coupon{Code: "BENCH", Name: "b", DiscountAmount: 1, TotalQuantity: 100_000_000})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 package repository
 
 import (
+	"couponsvc/domain"
+
 	"context"
 	"embed"
 	"fmt"
@@ -69,7 +71,7 @@ func (r *Repository) Migrate(ctx context.Context) error {
 }
 
 // DemoCoupons are the three tiers seeded by default (the contract's table).
-var DemoCoupons = []Coupon{
+var DemoCoupons = []domain.Coupon{
 	{Code: "A0001", Name: "Coupon A", DiscountAmount: 10000, TotalQuantity: 300},
 	{Code: "B0001", Name: "Coupon B", DiscountAmount: 5000, TotalQuantity: 2000},
 	{Code: "C0001", Name: "Coupon C", DiscountAmount: 1000, TotalQuantity: 10000},

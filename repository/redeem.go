@@ -1,6 +1,8 @@
 package repository
 
 import (
+	"couponsvc/domain"
+
 	"context"
 	"errors"
 	"fmt"
@@ -10,24 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Errors of a redemption; test them with errors.Is.
-var (
-	ErrWalletNotFound     = errors.New("wallet entry not found")
-	ErrNotOwner           = errors.New("wallet entry belongs to another user")
-	ErrExpired            = errors.New("wallet entry expired")
-	ErrOrderBelowMinimum  = errors.New("order below the coupon's minimum")
-	ErrAlreadyRedeemed    = errors.New("wallet entry redeemed for another order")
-	errRedemptionUnsolved = errors.New("redemption refused for no known reason")
-)
-
-// Redemption is a wallet entry used on an order.
-type Redemption struct {
-	WalletID       uuid.UUID
-	OrderID        string
-	OrderAmount    int64
-	DiscountAmount int64
-	RedeemedAt     time.Time
-}
+var errRedemptionUnsolved = errors.New("redemption refused for no known reason")
 
 // redeemSQL marks the entry redeemed when every condition holds. Under READ COMMITTED, of
 // concurrent redemptions of one entry the first to lock the row wins; the others wait for it,
@@ -39,18 +24,19 @@ UPDATE coupon_wallet w SET redeemed_at = $5, order_id = $3, order_amount = $4
    AND w.expires_at > $5 AND $4 >= c.min_order_amount
 RETURNING c.discount_amount, w.redeemed_at`
 
-// Redeem uses wallet entry walletID of userID on order orderID of orderAmount at time now. The
+// Redeem uses wallet entry walletID of userID on order orderID of orderAmount at time now, and
+// returns the redemption without what the buyer pays (the service's rule). The
 // same order again returns the first redemption (idempotent); otherwise the entry must be the
-// user's (ErrNotOwner), unredeemed (ErrAlreadyRedeemed), unexpired at now (ErrExpired) and the
-// order at least the coupon's minimum (ErrOrderBelowMinimum).
-func (r *Repository) Redeem(ctx context.Context, walletID, userID uuid.UUID, orderID string, orderAmount int64, now time.Time) (Redemption, error) {
-	red := Redemption{WalletID: walletID, OrderID: orderID, OrderAmount: orderAmount}
+// user's (domain.ErrNotOwner), unredeemed (domain.ErrAlreadyRedeemed), unexpired at now (domain.ErrExpired) and the
+// order at least the coupon's minimum (domain.ErrOrderBelowMinimum).
+func (r *Repository) Redeem(ctx context.Context, walletID, userID uuid.UUID, orderID string, orderAmount int64, now time.Time) (domain.Redemption, error) {
+	red := domain.Redemption{WalletID: walletID, OrderID: orderID, OrderAmount: orderAmount}
 	err := r.pool.QueryRow(ctx, redeemSQL, walletID, userID, orderID, orderAmount, now).Scan(&red.DiscountAmount, &red.RedeemedAt)
 	if err == nil {
 		return red, nil
 	}
 	if !errors.Is(err, pgx.ErrNoRows) {
-		return Redemption{}, translate("redeem", err)
+		return domain.Redemption{}, translate("redeem", err)
 	}
 	// Nothing updated: a new statement sees the state a concurrent winner committed.
 	var (
@@ -67,20 +53,20 @@ func (r *Repository) Redeem(ctx context.Context, walletID, userID uuid.UUID, ord
 		Scan(&owner, &expiresAt, &redeemedAt, &storedOrder, &storedAmount, &discount, &minm)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return Redemption{}, fmt.Errorf("redeem %s: %w", walletID, ErrWalletNotFound)
+		return domain.Redemption{}, fmt.Errorf("redeem %s: %w", walletID, domain.ErrWalletNotFound)
 	case err != nil:
-		return Redemption{}, translate("redeem", err)
+		return domain.Redemption{}, translate("redeem", err)
 	case owner != userID:
-		return Redemption{}, fmt.Errorf("redeem %s: %w", walletID, ErrNotOwner)
+		return domain.Redemption{}, fmt.Errorf("redeem %s: %w", walletID, domain.ErrNotOwner)
 	case redeemedAt != nil && *storedOrder == orderID:
-		return Redemption{WalletID: walletID, OrderID: orderID, OrderAmount: *storedAmount,
+		return domain.Redemption{WalletID: walletID, OrderID: orderID, OrderAmount: *storedAmount,
 			DiscountAmount: discount, RedeemedAt: *redeemedAt}, nil
 	case redeemedAt != nil:
-		return Redemption{}, fmt.Errorf("redeem %s: %w", walletID, ErrAlreadyRedeemed)
+		return domain.Redemption{}, fmt.Errorf("redeem %s: %w", walletID, domain.ErrAlreadyRedeemed)
 	case !expiresAt.After(now):
-		return Redemption{}, fmt.Errorf("redeem %s: expired at %s: %w", walletID, expiresAt.UTC().Format(time.RFC3339), ErrExpired)
+		return domain.Redemption{}, fmt.Errorf("redeem %s: expired at %s: %w", walletID, expiresAt.UTC().Format(time.RFC3339), domain.ErrExpired)
 	case orderAmount < minm:
-		return Redemption{}, fmt.Errorf("redeem %s: order %d, minimum %d: %w", walletID, orderAmount, minm, ErrOrderBelowMinimum)
+		return domain.Redemption{}, fmt.Errorf("redeem %s: order %d, minimum %d: %w", walletID, orderAmount, minm, domain.ErrOrderBelowMinimum)
 	}
-	return Redemption{}, fmt.Errorf("redeem %s: %w", walletID, errRedemptionUnsolved)
+	return domain.Redemption{}, fmt.Errorf("redeem %s: %w", walletID, errRedemptionUnsolved)
 }

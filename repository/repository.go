@@ -4,6 +4,10 @@
 package repository
 
 import (
+	"couponsvc/domain"
+	"io"
+	"net"
+
 	"context"
 	"errors"
 	"fmt"
@@ -11,54 +15,19 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/puddle/v2"
 	pgxuuid "github.com/vgarvardt/pgx-google-uuid/v5"
 )
 
-// Errors returned by the repository; test them with errors.Is.
-var (
-	ErrCouponNotFound = errors.New("coupon not found")
-	// ErrStaleFence means the write came from a lock grant older than one PostgreSQL has
-	// already accepted for this coupon: the caller's lock was lost.
-	ErrStaleFence = errors.New("stale lock fencing token")
-	// ErrUnavailable means PostgreSQL could not be reached or dropped the connection.
-	ErrUnavailable = errors.New("database unavailable")
-	// ErrCouponExists means a coupon (or a schedule's prefix) with that code exists already.
-	ErrCouponExists = errors.New("coupon code taken")
-)
-
-// Coupon is a coupon row.
-type Coupon struct {
-	ID             uuid.UUID
-	Code           string
-	Name           string
-	DiscountAmount int64
-	TotalQuantity  int
-	IssuedQuantity int
-	FenceToken     int64
-
-	OpensAt        time.Time  // issuing starts
-	ClosesAt       *time.Time // issuing ends; nil: never
-	ValidDays      int        // a wallet entry expires this many days (of 24 h) after its issue
-	MinOrderAmount int64      // smallest order the coupon can be redeemed on
-	Paused         bool       // issuing is suspended
-}
-
-// WalletEntry is a coupon_wallet row joined with the coupon facts a client needs.
-type WalletEntry struct {
-	ID             uuid.UUID
-	CouponID       uuid.UUID
-	CouponCode     string
-	UserID         uuid.UUID
-	DiscountAmount int64
-	IssuedAt       time.Time
-	ExpiresAt      time.Time
-	RedeemedAt     *time.Time // nil until redeemed
-	OrderID        *string    // the order it was redeemed on
-}
+// ErrStaleFence means the write came from a lock grant older than one PostgreSQL has already
+// accepted for this coupon: the caller's lock was lost. The other errors the repository returns
+// are the domain's (domain.ErrCouponNotFound, domain.ErrUnavailable, ...).
+var ErrStaleFence = errors.New("stale lock fencing token")
 
 // Open makes the pgx pool the repository expects. Its size defaults to 32 connections (pgx's
 // own default, 4 on a 2-core machine, starves the read endpoints during a crowd); a
@@ -121,33 +90,33 @@ func (r *Repository) Ping(ctx context.Context) error {
 const couponColumns = `id, code, name, discount_amount, total_quantity, issued_quantity, fence_token,
 	opens_at, closes_at, valid_days, min_order_amount, paused`
 
-func scanCoupon(row pgx.Row) (Coupon, error) {
-	var c Coupon
+func scanCoupon(row pgx.Row) (domain.Coupon, error) {
+	var c domain.Coupon
 	err := row.Scan(&c.ID, &c.Code, &c.Name, &c.DiscountAmount, &c.TotalQuantity, &c.IssuedQuantity, &c.FenceToken,
 		&c.OpensAt, &c.ClosesAt, &c.ValidDays, &c.MinOrderAmount, &c.Paused)
 	return c, err
 }
 
-// CouponByCode returns the coupon with that code, or ErrCouponNotFound.
-func (r *Repository) CouponByCode(ctx context.Context, code string) (Coupon, error) {
+// CouponByCode returns the coupon with that code, or domain.ErrCouponNotFound.
+func (r *Repository) CouponByCode(ctx context.Context, code string) (domain.Coupon, error) {
 	c, err := scanCoupon(r.pool.QueryRow(ctx, `SELECT `+couponColumns+` FROM coupon WHERE code = $1`, code))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Coupon{}, fmt.Errorf("coupon %q: %w", code, ErrCouponNotFound)
+		return domain.Coupon{}, fmt.Errorf("coupon %q: %w", code, domain.ErrCouponNotFound)
 	}
 	if err != nil {
-		return Coupon{}, translate("get coupon "+code, err)
+		return domain.Coupon{}, translate("get coupon "+code, err)
 	}
 	return c, nil
 }
 
 // ListCoupons returns every coupon, ordered by code.
-func (r *Repository) ListCoupons(ctx context.Context) ([]Coupon, error) {
+func (r *Repository) ListCoupons(ctx context.Context) ([]domain.Coupon, error) {
 	return collect(ctx, r, "list coupons", `SELECT `+couponColumns+` FROM coupon ORDER BY code`, couponRow)
 }
 
 // CreateCoupon inserts a coupon with nothing issued yet and returns it as stored. A zero OpensAt
-// opens it now, a zero ValidDays is the default (30). A taken code is ErrCouponExists.
-func (r *Repository) CreateCoupon(ctx context.Context, c Coupon) (Coupon, error) {
+// opens it now, a zero ValidDays is the default (30). A taken code is domain.ErrCouponExists.
+func (r *Repository) CreateCoupon(ctx context.Context, c domain.Coupon) (domain.Coupon, error) {
 	if c.ID == uuid.Nil {
 		c.ID = uuid.Must(uuid.NewV7())
 	}
@@ -161,10 +130,10 @@ func (r *Repository) CreateCoupon(ctx context.Context, c Coupon) (Coupon, error)
 		RETURNING `+couponColumns,
 		c.ID, c.Code, c.Name, c.DiscountAmount, c.TotalQuantity, opensAt, c.ClosesAt, c.ValidDays, c.MinOrderAmount, c.Paused))
 	if isUniqueViolation(err) {
-		return Coupon{}, fmt.Errorf("create coupon %s: %w", c.Code, ErrCouponExists)
+		return domain.Coupon{}, fmt.Errorf("create coupon %s: %w", c.Code, domain.ErrCouponExists)
 	}
 	if err != nil {
-		return Coupon{}, translate("create coupon "+c.Code, err)
+		return domain.Coupon{}, translate("create coupon "+c.Code, err)
 	}
 	return out, nil
 }
@@ -186,13 +155,13 @@ func (r *Repository) HoldersOf(ctx context.Context, couponID uuid.UUID) ([]uuid.
 }
 
 // UserWallet lists the user's wallet entries, oldest first.
-func (r *Repository) UserWallet(ctx context.Context, userID uuid.UUID) ([]WalletEntry, error) {
+func (r *Repository) UserWallet(ctx context.Context, userID uuid.UUID) ([]domain.WalletEntry, error) {
 	return collect(ctx, r, "user wallet", `SELECT w.id, w.coupon_id, c.code, w.user_id, c.discount_amount, w.issued_at,
 			w.expires_at, w.redeemed_at, w.order_id
 		FROM coupon_wallet w JOIN coupon c ON c.id = w.coupon_id
 		WHERE w.user_id = $1 ORDER BY w.issued_at, w.id`,
-		func(row pgx.CollectableRow) (WalletEntry, error) {
-			var e WalletEntry
+		func(row pgx.CollectableRow) (domain.WalletEntry, error) {
+			var e domain.WalletEntry
 			err := row.Scan(&e.ID, &e.CouponID, &e.CouponCode, &e.UserID, &e.DiscountAmount, &e.IssuedAt,
 				&e.ExpiresAt, &e.RedeemedAt, &e.OrderID)
 			return e, err
@@ -212,30 +181,39 @@ func collect[T any](ctx context.Context, r *Repository, op, sql string, scan pgx
 	return out, nil
 }
 
-func couponRow(row pgx.CollectableRow) (Coupon, error) { return scanCoupon(row) }
+func couponRow(row pgx.CollectableRow) (domain.Coupon, error) { return scanCoupon(row) }
 
 func isUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+	return errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation
 }
 
-// translate wraps err with the operation. Every error that is not an SQL error from the server
-// (dial, I/O, a closed pool, a deadline) means PostgreSQL could not be reached and becomes
-// ErrUnavailable, as do the SQL error classes for a server going away or refusing
-// connections. A cancelled context (the caller gave up) stays what it is.
+// translate wraps err with the operation. PostgreSQL out of reach becomes
+// domain.ErrUnavailable: a connection that could not be made or broke (dial, I/O, a closed
+// pool, a deadline), and the server's errors for going away, starting up or refusing
+// connections. A cancelled context (the caller gave up) stays what it is, and so does any
+// other error (an SQL error, a scan that does not fit: a bug, answered 500, not "retry").
 func translate(op string, err error) error {
+	if unreachable(err) {
+		return fmt.Errorf("%s: %w: %w", op, domain.ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// unreachable reports whether err says PostgreSQL could not be reached or went away.
+func unreachable(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		switch {
-		case pgErr.Code[:2] == "08", // connection exception
-			pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03", // shutting down / starting up
-			pgErr.Code == "53300": // too many connections
-			return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
-		}
-		return fmt.Errorf("%s: %w", op, err)
+		return pgerrcode.IsConnectionException(pgErr.Code) ||
+			pgErr.Code == pgerrcode.AdminShutdown || pgErr.Code == pgerrcode.CrashShutdown ||
+			pgErr.Code == pgerrcode.CannotConnectNow || pgErr.Code == pgerrcode.TooManyConnections
 	}
 	if errors.Is(err, context.Canceled) {
-		return fmt.Errorf("%s: %w", op, err)
+		return false
 	}
-	return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+	var connErr *pgconn.ConnectError
+	var netErr net.Error
+	return pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.As(err, &connErr) || errors.As(err, &netErr) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, puddle.ErrClosedPool)
 }

@@ -1,6 +1,10 @@
 package repository
 
 import (
+	"couponsvc/domain"
+	"io"
+	"net"
+
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +16,7 @@ import (
 	"couponsvc/internal/testenv"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -42,20 +47,20 @@ var (
 )
 
 // issueOne is IssueBatch for a single request, its outcome as an error.
-func issueOne(ctx context.Context, r *Repository, couponID, user uuid.UUID, fence int64) (WalletEntry, error) {
+func issueOne(ctx context.Context, r *Repository, couponID, user uuid.UUID, fence int64) (domain.WalletEntry, error) {
 	res, err := r.IssueBatch(ctx, couponID, fence, []uuid.UUID{user})
 	if err != nil {
-		return WalletEntry{}, err
+		return domain.WalletEntry{}, err
 	}
 	switch res[0].Outcome {
 	case Issued:
 		return res[0].Entry, nil
 	case AlreadyIssued:
-		return WalletEntry{}, errAlreadyIssued
+		return domain.WalletEntry{}, errAlreadyIssued
 	case SoldOut:
-		return WalletEntry{}, errSoldOut
+		return domain.WalletEntry{}, errSoldOut
 	}
-	return WalletEntry{}, errors.New("undecided")
+	return domain.WalletEntry{}, errors.New("undecided")
 }
 
 func TestMigrateConcurrentAndIdempotent(t *testing.T) {
@@ -98,7 +103,7 @@ func TestMigrateConcurrentAndIdempotent(t *testing.T) {
 func TestSchemaRefusesBrokenInvariants(t *testing.T) {
 	r := migrated(t)
 	ctx := context.Background()
-	c, err := r.CreateCoupon(ctx, Coupon{Code: "X1", Name: "x", DiscountAmount: 1, TotalQuantity: 1})
+	c, err := r.CreateCoupon(ctx, domain.Coupon{Code: "X1", Name: "x", DiscountAmount: 1, TotalQuantity: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +126,7 @@ func TestSchemaRefusesBrokenInvariants(t *testing.T) {
 func TestIssueOutcomes(t *testing.T) {
 	r := migrated(t)
 	ctx := context.Background()
-	c, err := r.CreateCoupon(ctx, Coupon{Code: "T2", Name: "two", DiscountAmount: 500, TotalQuantity: 2})
+	c, err := r.CreateCoupon(ctx, domain.Coupon{Code: "T2", Name: "two", DiscountAmount: 500, TotalQuantity: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +158,7 @@ func TestIssueOutcomes(t *testing.T) {
 	if err != nil || len(w) != 1 || w[0].CouponCode != "T2" || w[0].DiscountAmount != 500 {
 		t.Fatalf("wallet: %+v %v", w, err)
 	}
-	if _, err := r.CouponByCode(ctx, "NOPE"); !errors.Is(err, ErrCouponNotFound) {
+	if _, err := r.CouponByCode(ctx, "NOPE"); !errors.Is(err, domain.ErrCouponNotFound) {
 		t.Fatalf("unknown code: %v", err)
 	}
 }
@@ -162,7 +167,7 @@ func TestIssueOutcomes(t *testing.T) {
 func TestIssueConcurrentWithoutLockKeepsInvariants(t *testing.T) {
 	r := migrated(t)
 	ctx := context.Background()
-	c, err := r.CreateCoupon(ctx, Coupon{Code: "CROWD", Name: "c", DiscountAmount: 1, TotalQuantity: 50})
+	c, err := r.CreateCoupon(ctx, domain.Coupon{Code: "CROWD", Name: "c", DiscountAmount: 1, TotalQuantity: 50})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,10 +227,10 @@ func TestUnavailableAndReconnect(t *testing.T) {
 	pg.Stop(t)
 	tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	if _, err := issueOne(tctx, r, c.ID, uuid.New(), 1); !errors.Is(err, ErrUnavailable) {
+	if _, err := issueOne(tctx, r, c.ID, uuid.New(), 1); !errors.Is(err, domain.ErrUnavailable) {
 		t.Fatalf("issue with PostgreSQL down: %v", err)
 	}
-	if err := r.Ping(tctx); !errors.Is(err, ErrUnavailable) {
+	if err := r.Ping(tctx); !errors.Is(err, domain.ErrUnavailable) {
 		t.Fatalf("ping with PostgreSQL down: %v", err)
 	}
 	pg.Start(t)
@@ -242,7 +247,7 @@ func TestUnavailableAndReconnect(t *testing.T) {
 func TestIssueBatchArrivalOrder(t *testing.T) {
 	r := migrated(t)
 	ctx := context.Background()
-	c, err := r.CreateCoupon(ctx, Coupon{Code: "B3", Name: "three", DiscountAmount: 1, TotalQuantity: 3})
+	c, err := r.CreateCoupon(ctx, domain.Coupon{Code: "B3", Name: "three", DiscountAmount: 1, TotalQuantity: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,9 +285,9 @@ func TestIssueBatchArrivalOrder(t *testing.T) {
 func TestIssueBatchesGroupCommit(t *testing.T) {
 	r := migrated(t)
 	ctx := context.Background()
-	var coupons []Coupon
+	var coupons []domain.Coupon
 	for i := range 6 {
-		c, err := r.CreateCoupon(ctx, Coupon{Code: fmt.Sprintf("G%d", i), Name: "g", DiscountAmount: 1, TotalQuantity: 2})
+		c, err := r.CreateCoupon(ctx, domain.Coupon{Code: fmt.Sprintf("G%d", i), Name: "g", DiscountAmount: 1, TotalQuantity: 2})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -363,7 +368,7 @@ func TestIssueBatchCancelledReportsWhatHappened(t *testing.T) {
 	r := migrated(t)
 	ctx := context.Background()
 	for round := range 20 {
-		c, err := r.CreateCoupon(ctx, Coupon{Code: fmt.Sprintf("CX%d", round), Name: "cancelled", DiscountAmount: 1, TotalQuantity: 10})
+		c, err := r.CreateCoupon(ctx, domain.Coupon{Code: fmt.Sprintf("CX%d", round), Name: "cancelled", DiscountAmount: 1, TotalQuantity: 10})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -407,6 +412,28 @@ func TestIssueBatchCancelledReportsWhatHappened(t *testing.T) {
 		}
 		if rows != reported {
 			t.Fatalf("round %d: the batch reported %d issued (err %v), PostgreSQL holds %d rows", round, reported, out.err, rows)
+		}
+	}
+}
+
+// PostgreSQL out of reach is UNAVAILABLE ("retry"); anything else, a bug included, is not.
+func TestTranslate(t *testing.T) {
+	for _, tc := range []struct {
+		err         error
+		unavailable bool
+	}{
+		{io.EOF, true},
+		{&net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}, true},
+		{context.DeadlineExceeded, true},
+		{&pgconn.PgError{Code: "57P01"}, true}, // admin shutdown
+		{&pgconn.PgError{Code: "08006"}, true}, // connection failure
+		{&pgconn.PgError{Code: "23505"}, false},
+		{context.Canceled, false},
+		{errors.New("can't scan into dest[0]: cannot scan NULL into *int"), false},
+	} {
+		got := errors.Is(translate("op", tc.err), domain.ErrUnavailable)
+		if got != tc.unavailable {
+			t.Errorf("translate(%v): unavailable %v, want %v", tc.err, got, tc.unavailable)
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package service
 
 import (
+	"couponsvc/domain"
+
 	"context"
 	"errors"
 	"math/rand/v2"
@@ -63,12 +65,12 @@ type PeerRequest struct {
 	Wallet  uuid.UUID // the id its row takes if issued (uuid.Nil: the receiver chooses)
 }
 
-// PeerResult is the outcome of one PeerRequest: Result is an issue result label ("issued",
-// "already_issued", "sold_out", ..., as in the issue metrics) or "misdirected" (not served
-// here: send it elsewhere); Entry is the wallet entry when issued.
+// PeerResult is the outcome of one PeerRequest: Result is "issued", the error's code
+// ("ALREADY_ISSUED", "SOLD_OUT", ...: see package domain) or "misdirected" (not served here:
+// send it elsewhere); Entry is the wallet entry when issued.
 type PeerResult struct {
 	Result string
-	Entry  WalletEntry
+	Entry  domain.WalletEntry
 }
 
 const (
@@ -83,16 +85,31 @@ const (
 	peerMemory = time.Minute
 )
 
-// resultErrors maps a result label back to the service's error (nil for "issued").
-var resultErrors = map[string]error{
-	"issued":         nil,
-	"already_issued": ErrAlreadyIssued,
-	"sold_out":       ErrSoldOut,
-	"not_found":      ErrCouponNotFound,
-	"event_not_open": ErrEventNotOpen,
-	"event_closed":   ErrEventClosed,
-	"lock_timeout":   ErrLockTimeout,
-	"unavailable":    ErrUnavailable,
+const resultIssued = "issued"
+
+// peerResult is what a PeerResult says of an outcome.
+func peerResult(err error) string {
+	if err == nil {
+		return resultIssued
+	}
+	if errors.Is(err, errMisdirected) {
+		return resultMisdirected
+	}
+	return domain.ErrorOf(err).Code
+}
+
+// peerOutcome reads a PeerResult's outcome: nil for issued, the error, or known false when the
+// request was not decided there (misdirected; the receiver failed or gave up; a result this
+// version does not know), to be sent again.
+func peerOutcome(result string) (err error, known bool) {
+	if result == resultIssued {
+		return nil, true
+	}
+	e := domain.ByCode(result)
+	if e == nil || e == domain.Internal || e == domain.Canceled {
+		return nil, false
+	}
+	return e, true
 }
 
 type misdirected struct {
@@ -284,9 +301,9 @@ func (s *Service) answerForwarded(it *outItem, addr string, results []PeerResult
 	st.mu.Lock()
 	for i, r := range it.batch {
 		res := results[i]
-		rerr, known := resultErrors[res.Result]
+		rerr, known := peerOutcome(res.Result)
 		switch {
-		case !known: // misdirected, or a label this version does not know
+		case !known:
 			back = append(back, r)
 			continue
 		case rerr == nil:
@@ -294,16 +311,16 @@ func (s *Service) answerForwarded(it *outItem, addr string, results []PeerResult
 			if e.UserID != r.user || e.CouponCode != st.coupon.Code || e.ID == uuid.Nil {
 				// Not an answer to this request: never tell a user "issued" on its word.
 				s.log.Error("forwarded issue: peer's entry does not match the request", "coupon", st.coupon.Code, "to", addr)
-				r.done <- issueOutcome{err: ErrUnavailable}
+				r.done <- issueOutcome{err: domain.ErrUnavailable}
 				continue
 			}
 			st.holders[r.user] = struct{}{}
 			r.done <- issueOutcome{entry: e}
 		default:
-			if errors.Is(rerr, ErrAlreadyIssued) {
+			if errors.Is(rerr, domain.ErrAlreadyIssued) {
 				st.holders[r.user] = struct{}{}
 			}
-			soldOut = soldOut || errors.Is(rerr, ErrSoldOut)
+			soldOut = soldOut || errors.Is(rerr, domain.ErrSoldOut)
 			r.done <- issueOutcome{err: rerr}
 		}
 	}
@@ -377,7 +394,7 @@ func (s *Service) Receive(ctx context.Context, b PeerBatch) [][]PeerResult {
 		}
 		st, err := s.state(ctx, pc.Code)
 		if err != nil {
-			fill(resultOf(err))
+			fill(peerResult(err))
 			continue
 		}
 		st.mu.Lock()
@@ -396,7 +413,7 @@ func (s *Service) Receive(ctx context.Context, b PeerBatch) [][]PeerResult {
 			}
 			r, known := s.enqueueLocked(ctx, st, pr.User, at, pr.Wallet)
 			if known != nil {
-				results[i][j].Result = resultOf(known)
+				results[i][j].Result = peerResult(known)
 				continue
 			}
 			r.forwarded, r.relayed = !pc.Relay, pc.Relay
@@ -407,15 +424,11 @@ func (s *Service) Receive(ctx context.Context, b PeerBatch) [][]PeerResult {
 	for _, w := range ws {
 		s.observeArrival(now, w.r.arrived)
 		out := s.await(ctx, w.r)
-		if errors.Is(out.err, ErrAlreadyIssued) && w.r.uncertain.Load() { // a relayed request this instance forwarded
+		if errors.Is(out.err, domain.ErrAlreadyIssued) && w.r.uncertain.Load() { // a relayed request this instance forwarded
 			out = s.answerUncertain(ctx, w.st, w.r, out)
 		}
-		if errors.Is(out.err, errMisdirected) {
-			results[w.i][w.j].Result = resultMisdirected
-			continue
-		}
 		// Counted in the issue metrics by the sender, which answers the client.
-		results[w.i][w.j] = PeerResult{Result: resultOf(out.err), Entry: out.entry}
+		results[w.i][w.j] = PeerResult{Result: peerResult(out.err), Entry: out.entry}
 	}
 	return results
 }

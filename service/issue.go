@@ -1,6 +1,8 @@
 package service
 
 import (
+	"couponsvc/domain"
+
 	"context"
 	"errors"
 	"fmt"
@@ -30,7 +32,7 @@ import (
 
 // couponState is one coupon's cache of committed facts and its queue of waiting requests.
 type couponState struct {
-	coupon Coupon                 // ID, code, name, discount and validity (fixed); its other fields are not kept current
+	coupon domain.Coupon          // ID, code, name, discount and validity (fixed); its other fields are not kept current
 	window atomic.Pointer[window] // issuing window, refreshed (see apply)
 
 	mu       sync.Mutex
@@ -44,6 +46,9 @@ type couponState struct {
 	// MetaRefresh), lowered by this instance's batches. Only the boundary settle uses it.
 	remaining int
 	gen       uint64 // bumped when the stock changes: older sold-out findings are void
+	// changes counts the changes of the coupon this instance made or heard of; a copy read
+	// from PostgreSQL before the latest is not applied (see apply).
+	changes atomic.Uint64
 
 	// Between instances (see forward.go).
 	owner      bool          // this instance holds the coupon's lock and serves forwarded requests
@@ -54,14 +59,14 @@ type couponState struct {
 	more       chan struct{} // a request joined the queue (capacity 1): wakes a lingering owner
 }
 
-// known answers from committed facts alone: ErrAlreadyIssued for a known holder, ErrSoldOut
+// known answers from committed facts alone: domain.ErrAlreadyIssued for a known holder, domain.ErrSoldOut
 // once the holder set is final, nil when only a transaction can tell. st.mu is held.
 func (st *couponState) known(user uuid.UUID) error {
 	if _, held := st.holders[user]; held {
-		return ErrAlreadyIssued
+		return domain.ErrAlreadyIssued
 	}
 	if st.final {
-		return ErrSoldOut
+		return domain.ErrSoldOut
 	}
 	return nil
 }
@@ -96,17 +101,17 @@ const (
 )
 
 type issueOutcome struct {
-	entry WalletEntry
+	entry domain.WalletEntry
 	err   error
 }
 
 // Issue issues coupon code to userID, first come first served: a committed wallet entry, or
-// ErrCouponNotFound, ErrAlreadyIssued, ErrSoldOut, ErrLockTimeout or ErrUnavailable, in which
+// domain.ErrCouponNotFound, domain.ErrAlreadyIssued, domain.ErrSoldOut, domain.ErrLockTimeout or domain.ErrUnavailable, in which
 // case nothing was issued.
 //
 // The request's place in the queue is its arrival (see WithArrival), or the moment Issue is
 // called.
-func (s *Service) Issue(ctx context.Context, code string, userID uuid.UUID) (WalletEntry, error) {
+func (s *Service) Issue(ctx context.Context, code string, userID uuid.UUID) (domain.WalletEntry, error) {
 	start := time.Now()
 	arrived := start
 	if at, ok := ctx.Value(arrivalKey{}).(time.Time); ok && at.Before(start) {
@@ -117,7 +122,7 @@ func (s *Service) Issue(ctx context.Context, code string, userID uuid.UUID) (Wal
 	e, err := s.issue(ctx, code, userID, arrived, s.now().Add(-start.Sub(arrived)))
 	result := resultOf(err)
 	label := code
-	if errors.Is(err, ErrCouponNotFound) {
+	if errors.Is(err, domain.ErrCouponNotFound) {
 		label = "_unknown" // random codes must not grow the metric's label set
 	}
 	s.outcome(label, result).Inc()
@@ -152,55 +157,39 @@ func (s *Service) outcome(coupon, result string) prometheus.Counter {
 	return c.(prometheus.Counter)
 }
 
+// resultOf is the metrics' label for an outcome: "issued" for none, else the error's label.
 func resultOf(err error) string {
-	switch {
-	case err == nil:
+	if err == nil {
 		return "issued"
-	case errors.Is(err, ErrAlreadyIssued):
-		return "already_issued"
-	case errors.Is(err, ErrSoldOut):
-		return "sold_out"
-	case errors.Is(err, ErrCouponNotFound):
-		return "not_found"
-	case errors.Is(err, ErrEventNotOpen):
-		return "event_not_open"
-	case errors.Is(err, ErrEventClosed):
-		return "event_closed"
-	case errors.Is(err, ErrLockTimeout):
-		return "lock_timeout"
-	case errors.Is(err, ErrUnavailable):
-		return "unavailable"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
 	}
-	return "error"
+	return domain.ErrorOf(err).Label
 }
 
 // issue serves one request that arrived at the given time: its place in the coupon's queue is
 // by arrival, whatever delayed it since (a coupon's first load, scheduling).
-func (s *Service) issue(ctx context.Context, code string, userID uuid.UUID, arrived, nowAtArrival time.Time) (WalletEntry, error) {
+func (s *Service) issue(ctx context.Context, code string, userID uuid.UUID, arrived, nowAtArrival time.Time) (domain.WalletEntry, error) {
 	st, err := s.state(ctx, code)
 	if err != nil {
-		return WalletEntry{}, err
+		return domain.WalletEntry{}, err
 	}
 	// The window as this instance knows it (no lock, no query): at most MetaRefresh old, and
 	// usually moments old after a change (the bus). It is checked at the request's arrival, so
 	// a request that arrived before the opening is not issued because it was handled after it.
 	if err := st.window.Load().check(nowAtArrival); err != nil {
-		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, err)
+		return domain.WalletEntry{}, fmt.Errorf("issue %s: %w", code, err)
 	}
 	st.mu.Lock()
 	req, known := s.enqueueLocked(ctx, st, userID, arrived, uuid.Nil)
 	st.mu.Unlock()
 	if known != nil {
-		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, known)
+		return domain.WalletEntry{}, fmt.Errorf("issue %s: %w", code, known)
 	}
 	out := s.await(ctx, req)
-	if errors.Is(out.err, ErrAlreadyIssued) && req.uncertain.Load() {
+	if errors.Is(out.err, domain.ErrAlreadyIssued) && req.uncertain.Load() {
 		out = s.answerUncertain(ctx, st, req, out)
 	}
 	if out.err != nil {
-		return WalletEntry{}, fmt.Errorf("issue %s: %w", code, out.err)
+		return domain.WalletEntry{}, fmt.Errorf("issue %s: %w", code, out.err)
 	}
 	return out.entry, nil
 }
@@ -248,7 +237,7 @@ func (s *Service) await(ctx context.Context, req *issueRequest) issueOutcome {
 	case <-timer.C:
 		if req.state.CompareAndSwap(queued, abandoned) {
 			s.metrics.LockWait.Observe(s.cfg.LockWait.Seconds())
-			return issueOutcome{err: fmt.Errorf("%w: waited %v", ErrLockTimeout, s.cfg.LockWait)}
+			return issueOutcome{err: fmt.Errorf("%w: waited %v", domain.ErrLockTimeout, s.cfg.LockWait)}
 		}
 		return <-req.done
 	case <-ctx.Done():
@@ -332,11 +321,11 @@ func (s *Service) drain(st *couponState) {
 				continue
 			}
 			unavailableSince = time.Time{}
-			s.failAll(st, fmt.Errorf("lock %s: %w: %w", name, ErrUnavailable, err))
+			s.failAll(st, fmt.Errorf("lock %s: %w: %w", name, domain.ErrUnavailable, err))
 			continue
 		case err != nil:
 			// The lock client is closing: nothing more can be issued here.
-			s.failAll(st, fmt.Errorf("lock %s: %w: %w", name, ErrUnavailable, err))
+			s.failAll(st, fmt.Errorf("lock %s: %w: %w", name, domain.ErrUnavailable, err))
 			continue
 		}
 		unavailableSince = time.Time{}
@@ -411,7 +400,7 @@ func (s *Service) expire(queue []*issueRequest, now time.Time) []*issueRequest {
 			r.state.Store(abandoned)
 		case !now.Before(r.deadline):
 			if r.state.CompareAndSwap(queued, abandoned) {
-				r.done <- issueOutcome{err: fmt.Errorf("%w: waited %v", ErrLockTimeout, s.cfg.LockWait)}
+				r.done <- issueOutcome{err: fmt.Errorf("%w: waited %v", domain.ErrLockTimeout, s.cfg.LockWait)}
 			}
 		default:
 			kept = append(kept, r)
@@ -481,7 +470,7 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (ran, 
 	}
 	if err != nil {
 		err = s.translate(err)
-		if !errors.Is(err, ErrUnavailable) {
+		if !errors.Is(err, domain.ErrUnavailable) {
 			s.log.Error("issue batch", "coupon", st.coupon.Code, "size", len(batch), "err", err)
 		}
 		for _, r := range batch {
@@ -507,10 +496,10 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (ran, 
 		case repository.AlreadyIssued:
 			st.holders[r.user] = struct{}{}
 			holders = append(holders, r.user)
-			r.done <- issueOutcome{err: ErrAlreadyIssued}
+			r.done <- issueOutcome{err: domain.ErrAlreadyIssued}
 		case repository.SoldOut:
 			soldOut = true
-			r.done <- issueOutcome{err: ErrSoldOut}
+			r.done <- issueOutcome{err: domain.ErrSoldOut}
 		default:
 			retry = append(retry, r)
 		}

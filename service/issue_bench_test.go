@@ -1,6 +1,8 @@
 package service
 
 import (
+	"couponsvc/domain"
+
 	"context"
 	"io"
 	"log/slog"
@@ -17,7 +19,7 @@ import (
 // and no query. The repository and locker are never reached on this path.
 func BenchmarkIssueAnsweredFromMemory(b *testing.B) {
 	s := New(nil, nil, Config{LockWait: time.Second}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	st := newCouponState(Coupon{ID: uuid.New(), Code: "A0001", TotalQuantity: 300, IssuedQuantity: 300})
+	st := newCouponState(domain.Coupon{ID: uuid.New(), Code: "A0001", TotalQuantity: 300, IssuedQuantity: 300})
 	holder := uuid.New()
 	st.holders[holder] = struct{}{}
 	st.soldOut, st.final = true, true

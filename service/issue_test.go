@@ -1,6 +1,8 @@
 package service
 
 import (
+	"couponsvc/domain"
+
 	"context"
 	"errors"
 	"fmt"
@@ -33,7 +35,7 @@ func TestFirstComeByArrivalAtTheStockBoundary(t *testing.T) {
 			st := newStack(t)
 			c := &clock{t: time.Now()}
 			s := st.service(t, c, false, Config{BoundarySettle: tc.settle})
-			mustCreate(t, s, Coupon{Code: "FCFS", Name: "fcfs", DiscountAmount: 1, TotalQuantity: 10, OpensAt: c.Now().Add(-time.Hour), ValidDays: 7})
+			mustCreate(t, s, domain.Coupon{Code: "FCFS", Name: "fcfs", DiscountAmount: 1, TotalQuantity: 10, OpensAt: c.Now().Add(-time.Hour), ValidDays: 7})
 			ctx := context.Background()
 
 			// Another holder keeps the coupon's lock while the late arrivals queue up.
@@ -88,7 +90,7 @@ func TestFirstComeByArrivalAtTheStockBoundary(t *testing.T) {
 				switch {
 				case a.err == nil:
 					won = append(won, a.user)
-				case !errors.Is(a.err, ErrSoldOut):
+				case !errors.Is(a.err, domain.ErrSoldOut):
 					t.Fatalf("user %v: %v", a.user, a.err)
 				}
 			}
@@ -132,7 +134,7 @@ func TestFactsReachOtherInstances(t *testing.T) {
 	a := st.service(t, c, true, Config{})
 	b := st.service(t, c, true, Config{})
 	alone := st.service(t, c, false, Config{})
-	mustCreate(t, a, Coupon{Code: "SHARED", Name: "shared", DiscountAmount: 1, TotalQuantity: 3,
+	mustCreate(t, a, domain.Coupon{Code: "SHARED", Name: "shared", DiscountAmount: 1, TotalQuantity: 3,
 		OpensAt: c.Now().Add(-time.Hour), ValidDays: 7})
 	for _, s := range []*Service{b, alone} {
 		if err := s.Warm(ctx); err != nil {
@@ -149,24 +151,24 @@ func TestFactsReachOtherInstances(t *testing.T) {
 
 	issue(a, u[0], nil)
 	testenv.WaitFor(t, 3*time.Second, "b learns that u0 holds SHARED", func() bool { return b.knows("SHARED", u[0], false) })
-	issue(b, u[0], ErrAlreadyIssued)
+	issue(b, u[0], domain.ErrAlreadyIssued)
 	if n := batches(b); n != 0 {
 		t.Fatalf("b ran %d batches to answer a known holder", n)
 	}
-	issue(alone, u[0], ErrAlreadyIssued)
+	issue(alone, u[0], domain.ErrAlreadyIssued)
 	if n := batches(alone); n != 1 {
 		t.Fatalf("the instance without the bus ran %d batches, want 1", n)
 	}
 
 	issue(a, u[1], nil)
 	issue(a, u[2], nil)
-	issue(a, u[3], ErrSoldOut) // a's batch finds it sold out and says so
+	issue(a, u[3], domain.ErrSoldOut) // a's batch finds it sold out and says so
 	testenv.WaitFor(t, 3*time.Second, "b knows SHARED is sold out, with its holders", func() bool {
 		return b.knows("SHARED", u[2], true)
 	})
-	issue(b, u[3], ErrSoldOut)
-	issue(b, u[1], ErrAlreadyIssued)
-	issue(b, uuid.New(), ErrSoldOut)
+	issue(b, u[3], domain.ErrSoldOut)
+	issue(b, u[1], domain.ErrAlreadyIssued)
+	issue(b, uuid.New(), domain.ErrSoldOut)
 	if n := batches(b); n != 0 {
 		t.Fatalf("b ran %d batches after the sell-out", n)
 	}

@@ -1,6 +1,8 @@
 package service
 
 import (
+	"couponsvc/domain"
+
 	"log/slog"
 	"testing"
 	"time"
@@ -88,7 +90,7 @@ func TestLagWindow(t *testing.T) {
 func TestSettleWhenTheStockChangesMeanwhile(t *testing.T) {
 	for _, changed := range []int{0, 100} {
 		s := New(nil, nil, Config{BoundarySettle: 50 * time.Millisecond}, metrics.New(), slog.New(slog.DiscardHandler))
-		st := newCouponState(Coupon{Code: "SETTLE", TotalQuantity: 3})
+		st := newCouponState(domain.Coupon{Code: "SETTLE", TotalQuantity: 3})
 		for range 3 {
 			st.queue = append(st.queue, &issueRequest{arrived: time.Now()})
 		}

@@ -1,14 +1,14 @@
 package service
 
 import (
+	"couponsvc/domain"
+
 	"context"
 	"fmt"
 	"regexp"
 	"strconv"
 	"time"
 	"unicode/utf8"
-
-	"couponsvc/repository"
 )
 
 // Daily schedules.
@@ -26,9 +26,6 @@ import (
 // schedule_day) makes one of them win per day. An instance that was down over midnight creates
 // the current day's coupon as soon as it runs; a day whose window closed while every instance
 // was down is not created after the fact.
-
-// Schedule is a daily coupon (see the repository's).
-type Schedule = repository.Schedule
 
 var prefixPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,55}$`)
 
@@ -58,30 +55,30 @@ func loadZone(name string) (*time.Location, error) {
 
 // CreateSchedule stores a daily schedule and materialises the coupons already due, so that one
 // created less than ScheduleLead before an opening has its coupon within moments.
-func (s *Service) CreateSchedule(ctx context.Context, sc Schedule) (Schedule, error) {
+func (s *Service) CreateSchedule(ctx context.Context, sc domain.Schedule) (domain.Schedule, error) {
 	sc.CreatedAt = s.now()
 	switch {
 	case !prefixPattern.MatchString(sc.CodePrefix):
-		return Schedule{}, invalid("codePrefix must be 1 to 55 letters, digits, '-' or '_'")
+		return domain.Schedule{}, invalid("codePrefix must be 1 to 55 letters, digits, '-' or '_'")
 	case sc.Name == "" || utf8.RuneCountInString(sc.Name) > maxNameLength-len(" 2006-01-02") || !utf8.ValidString(sc.Name):
-		return Schedule{}, invalid("name must be 1 to %d characters", maxNameLength-len(" 2006-01-02"))
+		return domain.Schedule{}, invalid("name must be 1 to %d characters", maxNameLength-len(" 2006-01-02"))
 	case sc.OpenMinute < 0 || sc.OpenMinute >= 24*60:
-		return Schedule{}, invalid("openTime must be HH:MM (24-hour)")
+		return domain.Schedule{}, invalid("openTime must be HH:MM (24-hour)")
 	case sc.QuantityPerDay < 0 || sc.QuantityPerDay > maxQuantity:
-		return Schedule{}, invalid("quantityPerDay must be between 0 and %d", maxQuantity)
+		return domain.Schedule{}, invalid("quantityPerDay must be between 0 and %d", maxQuantity)
 	case sc.DiscountAmount < 0 || sc.DiscountAmount > maxAmount:
-		return Schedule{}, invalid("discountAmount must be between 0 and %d", int64(maxAmount))
+		return domain.Schedule{}, invalid("discountAmount must be between 0 and %d", int64(maxAmount))
 	case sc.ValidDays < 1 || sc.ValidDays > maxValidDays:
-		return Schedule{}, invalid("validDays must be between 1 and %d", maxValidDays)
+		return domain.Schedule{}, invalid("validDays must be between 1 and %d", maxValidDays)
 	case sc.MinOrderAmount < 0 || sc.MinOrderAmount > maxAmount:
-		return Schedule{}, invalid("minOrderAmount must be between 0 and %d", int64(maxAmount))
+		return domain.Schedule{}, invalid("minOrderAmount must be between 0 and %d", int64(maxAmount))
 	}
 	if _, err := loadZone(sc.TimeZone); err != nil {
-		return Schedule{}, err
+		return domain.Schedule{}, err
 	}
 	out, err := s.repo.CreateSchedule(ctx, sc)
 	if err != nil {
-		return Schedule{}, s.translate(err)
+		return domain.Schedule{}, s.translate(err)
 	}
 	s.log.Info("schedule created", "prefix", out.CodePrefix, "open_time", FormatOpenTime(out.OpenMinute),
 		"time_zone", out.TimeZone, "quantity_per_day", out.QuantityPerDay)
@@ -93,7 +90,7 @@ func (s *Service) CreateSchedule(ctx context.Context, sc Schedule) (Schedule, er
 }
 
 // ListSchedules returns every schedule.
-func (s *Service) ListSchedules(ctx context.Context) ([]Schedule, error) {
+func (s *Service) ListSchedules(ctx context.Context) ([]domain.Schedule, error) {
 	out, err := s.repo.ListSchedules(ctx)
 	if err != nil {
 		return nil, s.translate(err)
@@ -120,7 +117,7 @@ func (s *Service) MaterialiseSchedules(ctx context.Context) {
 
 // materialise creates schedule sc's coupons due at now: those opening within ScheduleLead, not
 // closed yet, and opening after the schedule was created.
-func (s *Service) materialise(ctx context.Context, sc Schedule, now time.Time) error {
+func (s *Service) materialise(ctx context.Context, sc domain.Schedule, now time.Time) error {
 	loc, err := loadZone(sc.TimeZone)
 	if err != nil {
 		return err
@@ -135,7 +132,7 @@ func (s *Service) materialise(ctx context.Context, sc Schedule, now time.Time) e
 		if !ok || opens.Before(sc.CreatedAt) || now.Before(opens.Add(-s.cfg.ScheduleLead)) || !now.Before(closes) {
 			continue
 		}
-		c := Coupon{
+		c := domain.Coupon{
 			Code: dailyCode(sc.CodePrefix, day), Name: sc.Name + " " + day.Format(time.DateOnly),
 			DiscountAmount: sc.DiscountAmount, TotalQuantity: sc.QuantityPerDay,
 			OpensAt: opens, ClosesAt: &closes, ValidDays: sc.ValidDays, MinOrderAmount: sc.MinOrderAmount,

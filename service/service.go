@@ -4,6 +4,8 @@
 package service
 
 import (
+	"couponsvc/domain"
+
 	"context"
 	"errors"
 	"fmt"
@@ -20,38 +22,22 @@ import (
 	"github.com/google/uuid"
 )
 
-// Errors returned by the service; the HTTP layer maps each to a status and error code.
-var (
-	ErrInvalid        = errors.New("invalid request")
-	ErrCouponNotFound = errors.New("coupon not found")
-	ErrAlreadyIssued  = errors.New("coupon already issued to this user")
-	ErrSoldOut        = errors.New("coupon sold out")
-	ErrLockTimeout    = errors.New("coupon lock not acquired in time")
-	ErrUnavailable    = errors.New("a backing store is unreachable")
-)
-
-// Coupon and WalletEntry are the repository's records; the service adds no fields.
-type (
-	Coupon      = repository.Coupon
-	WalletEntry = repository.WalletEntry
-)
-
 // Repository is what the service needs from PostgreSQL.
 type Repository interface {
-	CouponByCode(ctx context.Context, code string) (repository.Coupon, error)
-	ListCoupons(ctx context.Context) ([]repository.Coupon, error)
+	CouponByCode(ctx context.Context, code string) (domain.Coupon, error)
+	ListCoupons(ctx context.Context) ([]domain.Coupon, error)
 	IssueBatches(ctx context.Context, batches []repository.Batch) []repository.BatchOutcome
 	HoldersOf(ctx context.Context, couponID uuid.UUID) ([]uuid.UUID, error)
-	UserWallet(ctx context.Context, userID uuid.UUID) ([]repository.WalletEntry, error)
+	UserWallet(ctx context.Context, userID uuid.UUID) ([]domain.WalletEntry, error)
 	Ping(ctx context.Context) error
 
-	CreateCoupon(ctx context.Context, c repository.Coupon) (repository.Coupon, error)
-	UpdateCoupon(ctx context.Context, code string, apply func(*repository.Coupon) error) (repository.Coupon, error)
-	CouponsByCodes(ctx context.Context, codes []string) ([]repository.Coupon, error)
-	CreateSchedule(ctx context.Context, s repository.Schedule) (repository.Schedule, error)
-	ListSchedules(ctx context.Context) ([]repository.Schedule, error)
-	MaterialiseCoupon(ctx context.Context, c repository.Coupon, scheduleID uuid.UUID, day time.Time) (bool, error)
-	Redeem(ctx context.Context, walletID, userID uuid.UUID, orderID string, orderAmount int64, now time.Time) (repository.Redemption, error)
+	CreateCoupon(ctx context.Context, c domain.Coupon) (domain.Coupon, error)
+	UpdateCoupon(ctx context.Context, code string, apply func(*domain.Coupon) error) (domain.Coupon, error)
+	CouponsByCodes(ctx context.Context, codes []string) ([]domain.Coupon, error)
+	CreateSchedule(ctx context.Context, s domain.Schedule) (domain.Schedule, error)
+	ListSchedules(ctx context.Context) ([]domain.Schedule, error)
+	MaterialiseCoupon(ctx context.Context, c domain.Coupon, scheduleID uuid.UUID, day time.Time) (bool, error)
+	Redeem(ctx context.Context, walletID, userID uuid.UUID, orderID string, orderAmount int64, now time.Time) (domain.Redemption, error)
 }
 
 // Mutex is one named distributed lock, held by the owner carried in the context.
@@ -189,21 +175,21 @@ func ValidCode(code string) bool { return codePattern.MatchString(code) }
 // UUID.
 func ParseUserID(s string) (uuid.UUID, error) {
 	if len(s) != 36 {
-		return uuid.Nil, fmt.Errorf("%w: userId must be a UUID like 3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f", ErrInvalid)
+		return uuid.Nil, fmt.Errorf("%w: userId must be a UUID like 3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f", domain.ErrInvalid)
 	}
 	id, err := uuid.Parse(s)
 	if err != nil {
-		return uuid.Nil, fmt.Errorf("%w: userId must be a UUID like 3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f", ErrInvalid)
+		return uuid.Nil, fmt.Errorf("%w: userId must be a UUID like 3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f", domain.ErrInvalid)
 	}
 	if id == uuid.Nil {
-		return uuid.Nil, fmt.Errorf("%w: userId must not be the nil UUID", ErrInvalid)
+		return uuid.Nil, fmt.Errorf("%w: userId must not be the nil UUID", domain.ErrInvalid)
 	}
 	return id, nil
 }
 
 func (s *Service) state(ctx context.Context, code string) (*couponState, error) {
 	if !ValidCode(code) {
-		return nil, fmt.Errorf("coupon %q: %w", code, ErrCouponNotFound)
+		return nil, fmt.Errorf("coupon %q: %w", code, domain.ErrCouponNotFound)
 	}
 	s.mu.RLock()
 	st := s.coupons[code]
@@ -224,7 +210,7 @@ func (s *Service) state(ctx context.Context, code string) (*couponState, error) 
 	return st, nil
 }
 
-func newCouponState(c Coupon) *couponState {
+func newCouponState(c domain.Coupon) *couponState {
 	st := &couponState{coupon: c, holders: map[uuid.UUID]struct{}{}, total: c.TotalQuantity,
 		remaining: c.TotalQuantity - c.IssuedQuantity, more: make(chan struct{}, 1)}
 	st.window.Store(windowOf(c))
@@ -248,27 +234,14 @@ func (s *Service) Warm(ctx context.Context) error {
 	return nil
 }
 
-// translate maps repository and lock errors to the service's.
+// translate turns the lock's and the fencing's errors into the domain's: the repository returns
+// the domain's errors already.
 func (s *Service) translate(err error) error {
 	switch {
-	case errors.Is(err, repository.ErrCouponNotFound):
-		return fmt.Errorf("%w: %w", ErrCouponNotFound, err)
-	case errors.Is(err, repository.ErrUnavailable), errors.Is(err, lock.ErrUnavailable):
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	case errors.Is(err, lock.ErrUnavailable):
+		return fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
 	case errors.Is(err, lock.ErrTimeout), errors.Is(err, repository.ErrStaleFence), errors.Is(err, lock.ErrLockLost):
-		return fmt.Errorf("%w: %w", ErrLockTimeout, err)
-	case errors.Is(err, repository.ErrCouponExists):
-		return fmt.Errorf("%w: %w", ErrCouponExists, err)
-	case errors.Is(err, repository.ErrWalletNotFound):
-		return fmt.Errorf("%w: %w", ErrWalletNotFound, err)
-	case errors.Is(err, repository.ErrNotOwner):
-		return fmt.Errorf("%w: %w", ErrNotOwner, err)
-	case errors.Is(err, repository.ErrExpired):
-		return fmt.Errorf("%w: %w", ErrExpired, err)
-	case errors.Is(err, repository.ErrOrderBelowMinimum):
-		return fmt.Errorf("%w: %w", ErrOrderBelowMinimum, err)
-	case errors.Is(err, repository.ErrAlreadyRedeemed):
-		return fmt.Errorf("%w: %w", ErrAlreadyRedeemed, err)
+		return fmt.Errorf("%w: %w", domain.ErrLockTimeout, err)
 	}
 	return err
 }
@@ -276,19 +249,19 @@ func (s *Service) translate(err error) error {
 func (s *Service) now() time.Time { return s.cfg.Now() }
 
 // GetCoupon returns the coupon with its current counts.
-func (s *Service) GetCoupon(ctx context.Context, code string) (Coupon, error) {
+func (s *Service) GetCoupon(ctx context.Context, code string) (domain.Coupon, error) {
 	if !ValidCode(code) {
-		return Coupon{}, fmt.Errorf("coupon %q: %w", code, ErrCouponNotFound)
+		return domain.Coupon{}, fmt.Errorf("coupon %q: %w", code, domain.ErrCouponNotFound)
 	}
 	c, err := s.repo.CouponByCode(ctx, code)
 	if err != nil {
-		return Coupon{}, s.translate(err)
+		return domain.Coupon{}, s.translate(err)
 	}
 	return c, nil
 }
 
 // ListCoupons returns every coupon with its current counts.
-func (s *Service) ListCoupons(ctx context.Context) ([]Coupon, error) {
+func (s *Service) ListCoupons(ctx context.Context) ([]domain.Coupon, error) {
 	cs, err := s.repo.ListCoupons(ctx)
 	if err != nil {
 		return nil, s.translate(err)
@@ -297,7 +270,7 @@ func (s *Service) ListCoupons(ctx context.Context) ([]Coupon, error) {
 }
 
 // UserWallet returns the user's wallet entries with the given status (WalletAll: every one).
-func (s *Service) UserWallet(ctx context.Context, userID uuid.UUID, status WalletStatus) ([]WalletEntry, error) {
+func (s *Service) UserWallet(ctx context.Context, userID uuid.UUID, status WalletStatus) ([]domain.WalletEntry, error) {
 	w, err := s.repo.UserWallet(ctx, userID)
 	if err != nil {
 		return nil, s.translate(err)
@@ -353,7 +326,7 @@ func (s *Service) Ready(ctx context.Context) error {
 		return s.translate(err)
 	}
 	if err := s.locks.Ping(ctx); err != nil {
-		return fmt.Errorf("%w: redis: %w", ErrUnavailable, err)
+		return fmt.Errorf("%w: redis: %w", domain.ErrUnavailable, err)
 	}
 	return nil
 }

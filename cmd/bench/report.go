@@ -1,6 +1,7 @@
 package main
 
 import (
+	"couponsvc/internal/stats"
 	"fmt"
 	"maps"
 	"math"
@@ -81,16 +82,7 @@ func (r *result) pct(q float64) time.Duration {
 		}
 		sort.Slice(r.lats, func(i, j int) bool { return r.lats[i] < r.lats[j] })
 	}
-	return quantile(r.lats, q)
-}
-
-// quantile is the q-quantile of sorted latencies (ns); 0 for none.
-func quantile(sorted []int64, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(q*float64(len(sorted))+0.5) - 1
-	return time.Duration(sorted[min(max(i, 0), len(sorted)-1)])
+	return time.Duration(stats.Percentile(r.lats, q))
 }
 
 // byAnswer gives p50/p99 per HTTP status: where the tail comes from (the issued ones wait for a
@@ -107,7 +99,7 @@ func (r *result) byAnswer() string {
 	for _, c := range codes {
 		l := lats[c]
 		slices.Sort(l)
-		parts = append(parts, fmt.Sprintf("%d: p50 %s ms, p99 %s ms", c, fmtMs(quantile(l, 0.5)), fmtMs(quantile(l, 0.99))))
+		parts = append(parts, fmt.Sprintf("%d: p50 %s ms, p99 %s ms", c, fmtMs(time.Duration(stats.Percentile(l, 0.5))), fmtMs(time.Duration(stats.Percentile(l, 0.99)))))
 	}
 	return "latency by answer: " + strings.Join(parts, "; ")
 }

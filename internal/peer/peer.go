@@ -5,6 +5,8 @@
 package peer
 
 import (
+	"couponsvc/domain"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -123,7 +125,7 @@ func (c *Client) Send(ctx context.Context, addr string, b service.PeerBatch) ([]
 		for j, r := range cr {
 			out[i][j].Result = r.Result
 			if e := r.Entry; e != nil {
-				out[i][j].Entry = service.WalletEntry{ID: e.ID, CouponCode: e.CouponCode, UserID: e.UserID,
+				out[i][j].Entry = domain.WalletEntry{ID: e.ID, CouponCode: e.CouponCode, UserID: e.UserID,
 					DiscountAmount: e.DiscountAmount, IssuedAt: e.IssuedAt, ExpiresAt: e.ExpiresAt}
 			}
 		}
@@ -137,31 +139,31 @@ func DecodeBatch(r io.Reader) (service.PeerBatch, error) {
 	dec := json.NewDecoder(io.LimitReader(r, MaxBody+1))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&w); err != nil {
-		return service.PeerBatch{}, fmt.Errorf("%w: peer batch: %w", service.ErrInvalid, err)
+		return service.PeerBatch{}, fmt.Errorf("%w: peer batch: %w", domain.ErrInvalid, err)
 	}
 	if _, _, err := net.SplitHostPort(w.From); err != nil {
-		return service.PeerBatch{}, fmt.Errorf("%w: peer batch: from %q: %w", service.ErrInvalid, w.From, err)
+		return service.PeerBatch{}, fmt.Errorf("%w: peer batch: from %q: %w", domain.ErrInvalid, w.From, err)
 	}
 	b := service.PeerBatch{From: w.From, Coupons: make([]service.PeerCoupon, len(w.Coupons))}
 	n := 0
 	for i, c := range w.Coupons {
 		if !service.ValidCode(c.Code) || len(c.Requests) == 0 {
-			return service.PeerBatch{}, fmt.Errorf("%w: peer batch: coupon %q with %d requests", service.ErrInvalid, c.Code, len(c.Requests))
+			return service.PeerBatch{}, fmt.Errorf("%w: peer batch: coupon %q with %d requests", domain.ErrInvalid, c.Code, len(c.Requests))
 		}
 		if n += len(c.Requests); n > MaxRequests {
-			return service.PeerBatch{}, fmt.Errorf("%w: peer batch: over %d requests", service.ErrInvalid, MaxRequests)
+			return service.PeerBatch{}, fmt.Errorf("%w: peer batch: over %d requests", domain.ErrInvalid, MaxRequests)
 		}
 		pc := service.PeerCoupon{Code: c.Code, Relay: c.Relay, Requests: make([]service.PeerRequest, len(c.Requests))}
 		for j, r := range c.Requests {
 			if r.User == uuid.Nil {
-				return service.PeerBatch{}, fmt.Errorf("%w: peer batch: nil user", service.ErrInvalid)
+				return service.PeerBatch{}, fmt.Errorf("%w: peer batch: nil user", domain.ErrInvalid)
 			}
 			pc.Requests[j] = service.PeerRequest{User: r.User, Arrived: time.Unix(0, r.Arrived), Wallet: r.Wallet}
 		}
 		b.Coupons[i] = pc
 	}
 	if len(b.Coupons) == 0 {
-		return service.PeerBatch{}, fmt.Errorf("%w: peer batch: no coupons", service.ErrInvalid)
+		return service.PeerBatch{}, fmt.Errorf("%w: peer batch: no coupons", domain.ErrInvalid)
 	}
 	return b, nil
 }
@@ -173,7 +175,7 @@ func EncodeResults(rs [][]service.PeerResult) ([]byte, error) {
 		w.Results[i] = make([]result, len(cr))
 		for j, r := range cr {
 			w.Results[i][j].Result = r.Result
-			if r.Result == "issued" {
+			if r.Entry.ID != uuid.Nil {
 				e := r.Entry
 				w.Results[i][j].Entry = &entry{ID: e.ID, CouponCode: e.CouponCode, UserID: e.UserID,
 					DiscountAmount: e.DiscountAmount, IssuedAt: e.IssuedAt, ExpiresAt: e.ExpiresAt}

@@ -1,12 +1,12 @@
 package peer
 
 import (
+	"couponsvc/domain"
+
 	"errors"
 	"strings"
 	"testing"
 	"time"
-
-	"couponsvc/service"
 
 	"github.com/google/uuid"
 )
@@ -26,7 +26,7 @@ func TestDecodeBatchRefusesBadInput(t *testing.T) {
 		"user not UUID":  `{"from":"10.0.0.1:8080","coupons":[{"code":"A0001","requests":[{"u":"x","a":1}]}]}`,
 		"too many users": `{"from":"10.0.0.1:8080","coupons":[{"code":"A0001","requests":[` + strings.Repeat(`{"u":"`+u+`","a":1},`, MaxRequests) + `{"u":"` + u + `","a":1}]}]}`,
 	} {
-		if _, err := DecodeBatch(strings.NewReader(body)); !errors.Is(err, service.ErrInvalid) {
+		if _, err := DecodeBatch(strings.NewReader(body)); !errors.Is(err, domain.ErrInvalid) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
 		}
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/redis/go-redis/v9"
 
+	"couponsvc/internal/stats"
 	"couponsvc/lock"
 )
 
@@ -150,8 +151,7 @@ func quantiles(d []time.Duration) (p50, p99, pmax time.Duration) {
 		return 0, 0, 0
 	}
 	slices.Sort(d)
-	at := func(q float64) time.Duration { return d[int(q*float64(len(d)-1))] }
-	return at(0.50), at(0.99), d[len(d)-1]
+	return stats.Percentile(d, 0.50), stats.Percentile(d, 0.99), d[len(d)-1]
 }
 
 func work(hold time.Duration) {

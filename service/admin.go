@@ -1,8 +1,9 @@
 package service
 
 import (
+	"couponsvc/domain"
+
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -11,19 +12,6 @@ import (
 
 // DefaultValidDays is how long a wallet entry stays valid when a coupon does not say.
 const DefaultValidDays = 30
-
-// Errors of campaigns and redemption; the HTTP layer maps each to a status and error code.
-var (
-	ErrEventNotOpen      = errors.New("the coupon's issuing window has not opened yet")
-	ErrEventClosed       = errors.New("the coupon's issuing window has closed or the coupon is paused")
-	ErrCouponExists      = errors.New("a coupon with that code exists")
-	ErrStockBelowIssued  = errors.New("total quantity below what was issued")
-	ErrWalletNotFound    = errors.New("wallet entry not found")
-	ErrNotOwner          = errors.New("wallet entry belongs to another user")
-	ErrExpired           = errors.New("wallet entry expired")
-	ErrOrderBelowMinimum = errors.New("order below the coupon's minimum order amount")
-	ErrAlreadyRedeemed   = errors.New("wallet entry already redeemed for another order")
-)
 
 // Bus carries short notices between the instances of the service: every instance, the
 // publisher included, receives what any of them publishes. Delivery is best effort; the
@@ -50,7 +38,7 @@ type window struct {
 	paused   bool
 }
 
-func windowOf(c Coupon) *window {
+func windowOf(c domain.Coupon) *window {
 	return &window{opensAt: c.OpensAt, closesAt: c.ClosesAt, paused: c.Paused}
 }
 
@@ -58,9 +46,9 @@ func windowOf(c Coupon) *window {
 func (w *window) check(now time.Time) error {
 	switch {
 	case now.Before(w.opensAt):
-		return ErrEventNotOpen
+		return domain.ErrEventNotOpen
 	case w.paused, w.closesAt != nil && !now.Before(*w.closesAt):
-		return ErrEventClosed
+		return domain.ErrEventClosed
 	}
 	return nil
 }
@@ -69,10 +57,17 @@ func (w *window) check(now time.Time) error {
 // changed stock starts a new generation, so that a sold-out fact learned from a batch of the
 // old stock is not recorded; while PostgreSQL has stock left, the sold-out facts are dropped.
 // Dropping them is always safe: the next request then asks PostgreSQL.
-func (st *couponState) apply(c Coupon) {
-	st.window.Store(windowOf(c))
+//
+// A copy read before the last change this instance made or heard of (seen, from changes) is
+// older than what it may have applied since, and is dropped: a refresh that read the coupon
+// just before an admin reopened it must not close it again.
+func (st *couponState) apply(c domain.Coupon, seen uint64) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.changes.Load() != seen {
+		return
+	}
+	st.window.Store(windowOf(c))
 	st.remaining = c.TotalQuantity - c.IssuedQuantity
 	if c.TotalQuantity != st.total {
 		st.total = c.TotalQuantity
@@ -130,20 +125,23 @@ func every(ctx context.Context, d time.Duration, fn func(context.Context)) {
 
 // reload reads one cached coupon again after a notice that it changed.
 func (s *Service) reload(ctx context.Context, st *couponState) {
+	seen := st.changes.Add(1) // reads begun before the notice are older than this one
 	c, err := s.repo.CouponByCode(ctx, st.coupon.Code)
 	if err != nil {
 		s.log.Warn("reload changed coupon", "coupon", st.coupon.Code, "err", err)
 		return
 	}
-	st.apply(c)
+	st.apply(c, seen)
 }
 
 // refreshCached reads every cached coupon again, in one query.
 func (s *Service) refreshCached(ctx context.Context) {
 	s.mu.RLock()
 	codes := make([]string, 0, len(s.coupons))
-	for code := range s.coupons {
+	seen := make(map[string]uint64, len(s.coupons))
+	for code, st := range s.coupons {
 		codes = append(codes, code)
+		seen[code] = st.changes.Load()
 	}
 	s.mu.RUnlock()
 	if len(codes) == 0 {
@@ -158,16 +156,16 @@ func (s *Service) refreshCached(ctx context.Context) {
 	}
 	for _, c := range cs {
 		if st := s.cached(c.Code); st != nil {
-			st.apply(c)
+			st.apply(c, seen[c.Code])
 		}
 	}
 }
 
 // changed makes a coupon change visible: at once in this instance, and through the bus in the
 // others (which also refresh by themselves within MetaRefresh should the notice be lost).
-func (s *Service) changed(ctx context.Context, c Coupon) {
+func (s *Service) changed(ctx context.Context, c domain.Coupon) {
 	if st := s.cached(c.Code); st != nil {
-		st.apply(c)
+		st.apply(c, st.changes.Add(1))
 	}
 	if s.cfg.Bus == nil {
 		return
@@ -178,28 +176,28 @@ func (s *Service) changed(ctx context.Context, c Coupon) {
 }
 
 // CreateCoupon creates a coupon. A zero OpensAt opens it now.
-func (s *Service) CreateCoupon(ctx context.Context, c Coupon) (Coupon, error) {
+func (s *Service) CreateCoupon(ctx context.Context, c domain.Coupon) (domain.Coupon, error) {
 	if c.OpensAt.IsZero() {
 		c.OpensAt = s.now()
 	}
 	if err := validateCoupon(c); err != nil {
-		return Coupon{}, err
+		return domain.Coupon{}, err
 	}
-	out, err := s.repo.CreateCoupon(ctx, Coupon{Code: c.Code, Name: c.Name, DiscountAmount: c.DiscountAmount,
+	out, err := s.repo.CreateCoupon(ctx, domain.Coupon{Code: c.Code, Name: c.Name, DiscountAmount: c.DiscountAmount,
 		TotalQuantity: c.TotalQuantity, OpensAt: c.OpensAt, ClosesAt: c.ClosesAt, ValidDays: c.ValidDays,
 		MinOrderAmount: c.MinOrderAmount})
 	if err != nil {
-		return Coupon{}, s.translate(err)
+		return domain.Coupon{}, s.translate(err)
 	}
 	s.log.Info("coupon created", "coupon", out.Code, "total", out.TotalQuantity, "opens_at", out.OpensAt)
 	return out, nil
 }
 
 func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
+	return fmt.Errorf("%w: "+format, append([]any{domain.ErrInvalid}, args...)...)
 }
 
-func validateCoupon(c Coupon) error {
+func validateCoupon(c domain.Coupon) error {
 	switch {
 	case !ValidCode(c.Code):
 		return invalid("code must be 1 to 64 letters, digits, '-' or '_'")
@@ -234,19 +232,19 @@ type CouponPatch struct {
 }
 
 // UpdateCoupon pauses or resumes a coupon, moves its window or changes its stock, never below
-// what was issued (ErrStockBelowIssued). The change locks the coupon's row in PostgreSQL, as
+// what was issued (domain.ErrStockBelowIssued). The change locks the coupon's row in PostgreSQL, as
 // every issue batch does, so it falls between two batches and never races with issuance; it
 // does not take the coupon's distributed lock, which the coupon's owner keeps for as long as a
 // crowd lasts. Every instance sees the change within moments (the bus), and within MetaRefresh
 // at the latest; a batch's sold-out finding from before a stock change is void (generations).
-func (s *Service) UpdateCoupon(ctx context.Context, code string, p CouponPatch) (Coupon, error) {
+func (s *Service) UpdateCoupon(ctx context.Context, code string, p CouponPatch) (domain.Coupon, error) {
 	if !ValidCode(code) {
-		return Coupon{}, fmt.Errorf("coupon %q: %w", code, ErrCouponNotFound)
+		return domain.Coupon{}, fmt.Errorf("coupon %q: %w", code, domain.ErrCouponNotFound)
 	}
 	if p.TotalQuantity != nil && (*p.TotalQuantity < 0 || *p.TotalQuantity > maxQuantity) {
-		return Coupon{}, invalid("totalQuantity must be between 0 and %d", maxQuantity)
+		return domain.Coupon{}, invalid("totalQuantity must be between 0 and %d", maxQuantity)
 	}
-	c, err := s.repo.UpdateCoupon(ctx, code, func(c *Coupon) error {
+	c, err := s.repo.UpdateCoupon(ctx, code, func(c *domain.Coupon) error {
 		if p.Paused != nil {
 			c.Paused = *p.Paused
 		}
@@ -258,14 +256,14 @@ func (s *Service) UpdateCoupon(ctx context.Context, code string, p CouponPatch) 
 		}
 		if p.TotalQuantity != nil {
 			if *p.TotalQuantity < c.IssuedQuantity {
-				return fmt.Errorf("%w: %d issued, asked for %d", ErrStockBelowIssued, c.IssuedQuantity, *p.TotalQuantity)
+				return fmt.Errorf("%w: %d issued, asked for %d", domain.ErrStockBelowIssued, c.IssuedQuantity, *p.TotalQuantity)
 			}
 			c.TotalQuantity = *p.TotalQuantity
 		}
 		return validateWindow(c.OpensAt, c.ClosesAt)
 	})
 	if err != nil {
-		return Coupon{}, s.translate(err)
+		return domain.Coupon{}, s.translate(err)
 	}
 	s.changed(ctx, c)
 	s.log.Info("coupon updated", "coupon", c.Code, "paused", c.Paused, "opens_at", c.OpensAt,

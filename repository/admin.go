@@ -1,6 +1,8 @@
 package repository
 
 import (
+	"couponsvc/domain"
+
 	"context"
 	"errors"
 	"fmt"
@@ -10,31 +12,16 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Schedule is a daily coupon: each local day's coupon PREFIX-YYYYMMDD opens OpenMinute minutes
-// past local midnight in TimeZone and closes when the next day's opens.
-type Schedule struct {
-	ID             uuid.UUID
-	CodePrefix     string
-	Name           string
-	OpenMinute     int    // minutes past local midnight, 0..1439
-	TimeZone       string // IANA name
-	QuantityPerDay int
-	DiscountAmount int64
-	ValidDays      int
-	MinOrderAmount int64
-	CreatedAt      time.Time
-}
-
 // CouponsByCodes returns the coupons with those codes (those that exist), in no order.
-func (r *Repository) CouponsByCodes(ctx context.Context, codes []string) ([]Coupon, error) {
+func (r *Repository) CouponsByCodes(ctx context.Context, codes []string) ([]domain.Coupon, error) {
 	return collect(ctx, r, "coupons by codes", `SELECT `+couponColumns+` FROM coupon WHERE code = ANY ($1)`, couponRow, codes)
 }
 
 // UpdateCoupon changes coupon code in one transaction: it locks the row, lets apply change the
 // copy (apply's error aborts the change and is returned as is), and stores the window, the
 // pause and the stock. The schema refuses a stock below what was issued whatever apply checked.
-func (r *Repository) UpdateCoupon(ctx context.Context, code string, apply func(*Coupon) error) (Coupon, error) {
-	var out Coupon
+func (r *Repository) UpdateCoupon(ctx context.Context, code string, apply func(*domain.Coupon) error) (domain.Coupon, error) {
+	var out domain.Coupon
 	var applyErr error
 	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
 		c, err := scanCoupon(tx.QueryRow(ctx, `SELECT `+couponColumns+` FROM coupon WHERE code = $1 FOR UPDATE`, code))
@@ -51,11 +38,11 @@ func (r *Repository) UpdateCoupon(ctx context.Context, code string, apply func(*
 	})
 	switch {
 	case applyErr != nil:
-		return Coupon{}, applyErr
+		return domain.Coupon{}, applyErr
 	case errors.Is(err, pgx.ErrNoRows):
-		return Coupon{}, fmt.Errorf("coupon %q: %w", code, ErrCouponNotFound)
+		return domain.Coupon{}, fmt.Errorf("coupon %q: %w", code, domain.ErrCouponNotFound)
 	case err != nil:
-		return Coupon{}, translate("update coupon "+code, err)
+		return domain.Coupon{}, translate("update coupon "+code, err)
 	}
 	return out, nil
 }
@@ -63,16 +50,16 @@ func (r *Repository) UpdateCoupon(ctx context.Context, code string, apply func(*
 const scheduleColumns = `id, code_prefix, name, open_minute, time_zone, quantity_per_day, discount_amount,
 	valid_days, min_order_amount, created_at`
 
-func scanSchedule(row pgx.Row) (Schedule, error) {
-	var s Schedule
+func scanSchedule(row pgx.Row) (domain.Schedule, error) {
+	var s domain.Schedule
 	err := row.Scan(&s.ID, &s.CodePrefix, &s.Name, &s.OpenMinute, &s.TimeZone, &s.QuantityPerDay,
 		&s.DiscountAmount, &s.ValidDays, &s.MinOrderAmount, &s.CreatedAt)
 	return s, err
 }
 
 // CreateSchedule stores a schedule (created at s.CreatedAt) and returns it as stored; a taken
-// prefix is ErrCouponExists.
-func (r *Repository) CreateSchedule(ctx context.Context, s Schedule) (Schedule, error) {
+// prefix is domain.ErrCouponExists.
+func (r *Repository) CreateSchedule(ctx context.Context, s domain.Schedule) (domain.Schedule, error) {
 	if s.ID == uuid.Nil {
 		s.ID = uuid.Must(uuid.NewV7())
 	}
@@ -82,24 +69,24 @@ func (r *Repository) CreateSchedule(ctx context.Context, s Schedule) (Schedule, 
 		s.ID, s.CodePrefix, s.Name, s.OpenMinute, s.TimeZone, s.QuantityPerDay, s.DiscountAmount, s.ValidDays, s.MinOrderAmount,
 		s.CreatedAt))
 	if isUniqueViolation(err) {
-		return Schedule{}, fmt.Errorf("create schedule %s: %w", s.CodePrefix, ErrCouponExists)
+		return domain.Schedule{}, fmt.Errorf("create schedule %s: %w", s.CodePrefix, domain.ErrCouponExists)
 	}
 	if err != nil {
-		return Schedule{}, translate("create schedule "+s.CodePrefix, err)
+		return domain.Schedule{}, translate("create schedule "+s.CodePrefix, err)
 	}
 	return out, nil
 }
 
 // ListSchedules returns every schedule, ordered by prefix.
-func (r *Repository) ListSchedules(ctx context.Context) ([]Schedule, error) {
+func (r *Repository) ListSchedules(ctx context.Context) ([]domain.Schedule, error) {
 	return collect(ctx, r, "list schedules", `SELECT `+scheduleColumns+` FROM coupon_schedule ORDER BY code_prefix`,
-		func(row pgx.CollectableRow) (Schedule, error) { return scanSchedule(row) })
+		func(row pgx.CollectableRow) (domain.Schedule, error) { return scanSchedule(row) })
 }
 
 // MaterialiseCoupon creates schedule's coupon c for local day (its date), unless one exists for
 // that day (or its code is taken): whatever the number of pods calling it at once, one row is
 // created per schedule and day, by the UNIQUE constraints. It reports whether this call did.
-func (r *Repository) MaterialiseCoupon(ctx context.Context, c Coupon, scheduleID uuid.UUID, day time.Time) (bool, error) {
+func (r *Repository) MaterialiseCoupon(ctx context.Context, c domain.Coupon, scheduleID uuid.UUID, day time.Time) (bool, error) {
 	tag, err := r.pool.Exec(ctx, `INSERT INTO coupon (id, code, name, discount_amount, total_quantity,
 			opens_at, closes_at, valid_days, min_order_amount, schedule_id, schedule_day)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)

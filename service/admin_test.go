@@ -1,6 +1,8 @@
 package service
 
 import (
+	"couponsvc/domain"
+
 	"context"
 	"errors"
 	"fmt"
@@ -82,7 +84,7 @@ func (st stack) service(t *testing.T, c *clock, bus bool, cfg Config) *Service {
 	return s
 }
 
-func mustCreate(t *testing.T, s *Service, c Coupon) Coupon {
+func mustCreate(t *testing.T, s *Service, c domain.Coupon) domain.Coupon {
 	t.Helper()
 	out, err := s.CreateCoupon(context.Background(), c)
 	if err != nil {
@@ -98,7 +100,7 @@ func TestIssueWindowEdges(t *testing.T) {
 	closes := opens.Add(time.Hour)
 	c := &clock{t: opens.Add(-time.Hour)}
 	s := st.service(t, c, false, Config{})
-	mustCreate(t, s, Coupon{Code: "EDGE", Name: "edge", DiscountAmount: 100, TotalQuantity: 100,
+	mustCreate(t, s, domain.Coupon{Code: "EDGE", Name: "edge", DiscountAmount: 100, TotalQuantity: 100,
 		OpensAt: opens, ClosesAt: &closes, ValidDays: 7})
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -106,12 +108,12 @@ func TestIssueWindowEdges(t *testing.T) {
 		at   time.Time
 		want error
 	}{
-		{"1 ms before opensAt", opens.Add(-time.Millisecond), ErrEventNotOpen},
+		{"1 ms before opensAt", opens.Add(-time.Millisecond), domain.ErrEventNotOpen},
 		{"at opensAt", opens, nil},
 		{"1 ms after opensAt", opens.Add(time.Millisecond), nil},
 		{"1 ms before closesAt", closes.Add(-time.Millisecond), nil},
-		{"at closesAt", closes, ErrEventClosed},
-		{"1 ms after closesAt", closes.Add(time.Millisecond), ErrEventClosed},
+		{"at closesAt", closes, domain.ErrEventClosed},
+		{"1 ms after closesAt", closes.Add(time.Millisecond), domain.ErrEventClosed},
 	} {
 		c.Set(tc.at)
 		e, err := s.Issue(ctx, "EDGE", uuid.New())
@@ -126,8 +128,8 @@ func TestIssueWindowEdges(t *testing.T) {
 	// reached the host 2 ms before the opening and is handled 1 ms after it is not issued.
 	c.Set(opens.Add(time.Millisecond))
 	early := WithArrival(ctx, time.Now().Add(-2*time.Millisecond))
-	if _, err := s.Issue(early, "EDGE", uuid.New()); !errors.Is(err, ErrEventNotOpen) {
-		t.Errorf("arrived 1 ms before opensAt, handled 1 ms after: %v, want %v", err, ErrEventNotOpen)
+	if _, err := s.Issue(early, "EDGE", uuid.New()); !errors.Is(err, domain.ErrEventNotOpen) {
+		t.Errorf("arrived 1 ms before opensAt, handled 1 ms after: %v, want %v", err, domain.ErrEventNotOpen)
 	}
 
 	c.Set(opens.Add(time.Minute))
@@ -138,7 +140,7 @@ func TestIssueWindowEdges(t *testing.T) {
 		}
 	}
 	pause(true)
-	if _, err := s.Issue(ctx, "EDGE", uuid.New()); !errors.Is(err, ErrEventClosed) {
+	if _, err := s.Issue(ctx, "EDGE", uuid.New()); !errors.Is(err, domain.ErrEventClosed) {
 		t.Errorf("paused: %v", err)
 	}
 	pause(false)
@@ -164,10 +166,10 @@ func TestChangesReachOtherInstances(t *testing.T) {
 	cfg := Config{MetaRefresh: time.Hour}
 	a, b := st.service(t, c, true, cfg), st.service(t, c, true, cfg)
 	later := now.Add(time.Hour)
-	mustCreate(t, a, Coupon{Code: "SHARED", Name: "shared", DiscountAmount: 1, TotalQuantity: 1, OpensAt: later, ValidDays: 30})
+	mustCreate(t, a, domain.Coupon{Code: "SHARED", Name: "shared", DiscountAmount: 1, TotalQuantity: 1, OpensAt: later, ValidDays: 30})
 	ctx := context.Background()
 	u1, u2 := uuid.New(), uuid.New()
-	if _, err := b.Issue(ctx, "SHARED", u1); !errors.Is(err, ErrEventNotOpen) {
+	if _, err := b.Issue(ctx, "SHARED", u1); !errors.Is(err, domain.ErrEventNotOpen) {
 		t.Fatalf("before opening: %v", err)
 	}
 	update := func(p CouponPatch) {
@@ -196,21 +198,21 @@ func TestChangesReachOtherInstances(t *testing.T) {
 	update(CouponPatch{OpensAt: &earlier})
 	eventually("window opened", u1, nil)
 	for range 2 { // the second answer comes from b's final cache
-		if _, err := b.Issue(ctx, "SHARED", u2); !errors.Is(err, ErrSoldOut) {
+		if _, err := b.Issue(ctx, "SHARED", u2); !errors.Is(err, domain.ErrSoldOut) {
 			t.Fatalf("stock 1 issued: %v", err)
 		}
 	}
 	two := 2
 	update(CouponPatch{TotalQuantity: &two})
 	eventually("stock raised", u2, nil)
-	if _, err := b.Issue(ctx, "SHARED", uuid.New()); !errors.Is(err, ErrSoldOut) {
+	if _, err := b.Issue(ctx, "SHARED", uuid.New()); !errors.Is(err, domain.ErrSoldOut) {
 		t.Fatalf("stock 2 issued: %v", err)
 	}
 	paused := true
 	update(CouponPatch{Paused: &paused})
-	eventually("paused", uuid.New(), ErrEventClosed)
+	eventually("paused", uuid.New(), domain.ErrEventClosed)
 	one := 1
-	if _, err := a.UpdateCoupon(ctx, "SHARED", CouponPatch{TotalQuantity: &one}); !errors.Is(err, ErrStockBelowIssued) {
+	if _, err := a.UpdateCoupon(ctx, "SHARED", CouponPatch{TotalQuantity: &one}); !errors.Is(err, domain.ErrStockBelowIssued) {
 		t.Fatalf("stock below issued: %v", err)
 	}
 }
@@ -221,7 +223,7 @@ func TestStalenessBoundedWithoutBus(t *testing.T) {
 	c := &clock{t: time.Now()}
 	cfg := Config{MetaRefresh: 100 * time.Millisecond}
 	a, b := st.service(t, c, false, cfg), st.service(t, c, false, cfg)
-	mustCreate(t, a, Coupon{Code: "LONELY", Name: "lonely", DiscountAmount: 1, TotalQuantity: 10, ValidDays: 30})
+	mustCreate(t, a, domain.Coupon{Code: "LONELY", Name: "lonely", DiscountAmount: 1, TotalQuantity: 10, ValidDays: 30})
 	ctx := context.Background()
 	if _, err := b.Issue(ctx, "LONELY", uuid.New()); err != nil {
 		t.Fatal(err)
@@ -233,7 +235,7 @@ func TestStalenessBoundedWithoutBus(t *testing.T) {
 	start := time.Now()
 	for {
 		_, err := b.Issue(ctx, "LONELY", uuid.New())
-		if errors.Is(err, ErrEventClosed) {
+		if errors.Is(err, domain.ErrEventClosed) {
 			break
 		}
 		if time.Since(start) > time.Second {
@@ -249,7 +251,7 @@ func TestRedeemExpiryAndWalletStatus(t *testing.T) {
 	st := newStack(t)
 	c := &clock{t: time.Now()}
 	s := st.service(t, c, false, Config{})
-	mustCreate(t, s, Coupon{Code: "DAY", Name: "one day", DiscountAmount: 3000, TotalQuantity: 10, ValidDays: 1,
+	mustCreate(t, s, domain.Coupon{Code: "DAY", Name: "one day", DiscountAmount: 3000, TotalQuantity: 10, ValidDays: 1,
 		OpensAt: time.Now().Add(-time.Hour), MinOrderAmount: 10000})
 	ctx := context.Background()
 	u1, u2 := uuid.New(), uuid.New()
@@ -282,7 +284,7 @@ func TestRedeemExpiryAndWalletStatus(t *testing.T) {
 	status(u1, WalletRedeemed)
 	c.Set(e2.ExpiresAt)
 	status(u2, WalletExpired)
-	if _, err := s.Redeem(ctx, e2.ID, u2, "order-2", 12000); !errors.Is(err, ErrExpired) {
+	if _, err := s.Redeem(ctx, e2.ID, u2, "order-2", 12000); !errors.Is(err, domain.ErrExpired) {
 		t.Fatalf("redeem at expiry: %v", err)
 	}
 	c.Set(e1.ExpiresAt.Add(time.Hour)) // redeemed stays redeemed, and a retry still answers the same
@@ -368,7 +370,7 @@ func TestSchedulesMaterialiseOncePerDay(t *testing.T) {
 			cfg := Config{ScheduleEvery: time.Hour, MetaRefresh: time.Hour}
 			pods := []*Service{st.service(t, c, false, cfg), st.service(t, c, false, cfg), st.service(t, c, false, cfg)}
 			ctx := context.Background()
-			_, err := pods[0].CreateSchedule(ctx, Schedule{CodePrefix: "DROP", Name: "Daily drop", OpenMinute: 13 * 60,
+			_, err := pods[0].CreateSchedule(ctx, domain.Schedule{CodePrefix: "DROP", Name: "Daily drop", OpenMinute: 13 * 60,
 				TimeZone: tc.zone, QuantityPerDay: 100, DiscountAmount: 3000, ValidDays: 30, MinOrderAmount: 10000})
 			if err != nil {
 				t.Fatal(err)
@@ -435,5 +437,21 @@ func TestSchedulesMaterialiseOncePerDay(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A copy of a coupon read before a change this instance made is not applied over it: a refresh
+// that read the coupon just before an admin reopened it does not close it again.
+func TestStaleCopyDoesNotUndoAChange(t *testing.T) {
+	now := time.Now()
+	closed := domain.Coupon{Code: "W", TotalQuantity: 5, OpensAt: now.Add(-time.Hour), ClosesAt: &now}
+	reopened := closed
+	reopened.ClosesAt = nil
+	st := newCouponState(closed)
+	seen := st.changes.Load() // a refresh begins reading: it will read the closed copy
+	st.apply(reopened, st.changes.Add(1))
+	st.apply(closed, seen) // the refresh's copy arrives late
+	if err := st.window.Load().check(now.Add(time.Minute)); err != nil {
+		t.Fatalf("the late, older copy closed the coupon again: %v", err)
 	}
 }
