@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"couponsvc/internal/seal"
 	"couponsvc/lock"
 )
 
@@ -28,27 +29,31 @@ type config struct {
 	SeedDemo      bool
 	MaxInFlight   int
 	AdminToken    string
+	ClusterKey    seal.Key
 	LogLevel      slog.Level
 }
 
-// setting is one configuration variable with its contract default.
+// setting is one configuration variable with its contract default. A secret's value is never
+// shown (in -h, in an error), not even the default taken from the environment.
 type setting struct {
 	env, def, usage string
+	secret          bool
 }
 
 var settings = []setting{
-	{"HTTP_ADDR", ":8080", "listen address"},
-	{"DATABASE_URL", "postgres://postgres@127.0.0.1:5432/coupon?sslmode=disable", "PostgreSQL (pgx DSN)"},
-	{"REDIS_ADDRS", "127.0.0.1:6379", "comma-separated independent Redis nodes (the lock's Redlock quorum)"},
-	{"REDIS_PASSWORD", "", "Redis password"},
-	{"LOCK_WAIT", "3s", "longest a request waits for a coupon's lock before answering 503"},
-	{"LOCK_LEASE", "0", "0 = watchdog mode (lease renewed while held); >0 = fixed lease"},
-	{"LOCK_WATCHDOG_TIMEOUT", lock.DefaultWatchdogTimeout.String(), "watchdog lease (Redisson's lockWatchdogTimeout), renewed at a third of it: a crashed holder frees a coupon within it"},
-	{"ADVERTISE_ADDR", "", "host:port at which the other instances reach this one (default: HTTP_ADDR's host, or this host's first non-loopback IPv4, and its port)"},
-	{"SEED_DEMO_COUPONS", "true", "create tiers A0001/B0001/C0001 if absent"},
-	{"MAX_INFLIGHT", "4096", "issue requests in progress per instance; beyond it, 429 at once"},
-	{"ADMIN_TOKEN", "", "bearer token for /api/v1/admin/*; empty disables those routes"},
-	{"LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"HTTP_ADDR", ":8080", "listen address", false},
+	{"DATABASE_URL", "postgres://postgres@127.0.0.1:5432/coupon?sslmode=disable", "PostgreSQL (pgx DSN)", true},
+	{"REDIS_ADDRS", "127.0.0.1:6379", "comma-separated independent Redis nodes (the lock's Redlock quorum)", false},
+	{"REDIS_PASSWORD", "", "Redis password", true},
+	{"LOCK_WAIT", "3s", "longest a request waits for a coupon's lock before answering 503", false},
+	{"LOCK_LEASE", "0", "0 = watchdog mode (lease renewed while held); >0 = fixed lease", false},
+	{"LOCK_WATCHDOG_TIMEOUT", lock.DefaultWatchdogTimeout.String(), "watchdog lease (Redisson's lockWatchdogTimeout), renewed at a third of it: a crashed holder frees a coupon within it", false},
+	{"ADVERTISE_ADDR", "", "host:port at which the other instances reach this one (default: HTTP_ADDR's host, or this host's first non-loopback IPv4, and its port)", false},
+	{"SEED_DEMO_COUPONS", "true", "create tiers A0001/B0001/C0001 if absent", false},
+	{"MAX_INFLIGHT", "4096", "issue requests in progress per instance; beyond it, 429 at once", false},
+	{"ADMIN_TOKEN", "", "bearer token for /api/v1/admin/*; empty disables those routes", true},
+	{"CLUSTER_KEY", "", "key (at least 32 bytes) the instances share to authenticate the requests they forward to each other and their notices on Redis; empty: nothing is authenticated (one instance, or a demo)", true},
+	{"LOG_LEVEL", "info", "debug, info, warn or error", false},
 }
 
 func flagName(env string) string { return strings.ToLower(strings.ReplaceAll(env, "_", "-")) }
@@ -58,15 +63,26 @@ func loadConfig(name string, args []string, getenv func(string) string, stderr i
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	values := map[string]*string{}
+	secrets := map[string]string{}
 	for _, s := range settings {
 		v := s.def
 		if e := getenv(s.env); e != "" {
 			v = e
 		}
+		if s.secret { // the flag shows no default; the value is filled in after parsing
+			values[s.env] = fs.String(flagName(s.env), "", s.usage+" ($"+s.env+"; secret: its value is never shown)")
+			secrets[s.env] = v
+			continue
+		}
 		values[s.env] = fs.String(flagName(s.env), v, s.usage+" ($"+s.env+")")
 	}
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
+	}
+	for env, v := range secrets {
+		if *values[env] == "" {
+			*values[env] = v
+		}
 	}
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
@@ -112,6 +128,12 @@ func loadConfig(name string, args []string, getenv func(string) string, stderr i
 	}
 	if cfg.MaxInFlight, err = strconv.Atoi(get("MAX_INFLIGHT")); err != nil || cfg.MaxInFlight <= 0 {
 		bad("MAX_INFLIGHT", "must be a positive integer")
+	}
+	if k := *values["CLUSTER_KEY"]; k != "" {
+		if len(k) < seal.MinKeyLength {
+			bad("CLUSTER_KEY", fmt.Sprintf("must be at least %d bytes (e.g. openssl rand -hex 32)", seal.MinKeyLength))
+		}
+		cfg.ClusterKey = seal.Key(k)
 	}
 	if err := cfg.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL"))); err != nil {
 		bad("LOG_LEVEL", "must be debug, info, warn or error")

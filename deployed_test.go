@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"couponsvc/internal/peer"
+	"couponsvc/internal/seal"
 	"couponsvc/internal/testenv"
 	"couponsvc/lock"
 
@@ -401,8 +404,16 @@ func TestPeerEndpointRefusesIngressTraffic(t *testing.T) {
 	}
 	checkInvariants(t, st.dsn, "C0001", 0, nil) // nothing issued by those
 	// From another instance (no proxy headers) it serves: a relayed request is issued.
-	if a := do(t, "POST", in.base+"/internal/v1/batch", body); a.status != http.StatusOK || !strings.Contains(string(a.body), `"r":"issued"`) {
-		t.Errorf("from a peer: %d %s", a.status, a.body)
+	req, _ := http.NewRequest("POST", in.base+peer.Route, strings.NewReader(body))
+	req.Header.Set(peer.MACHeader, seal.Key(st.env(nil)["CLUSTER_KEY"]).Sum([]byte(peer.Route), []byte(body)))
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(reply), `"r":"issued"`) {
+		t.Errorf("from a peer: %d %s", resp.StatusCode, reply)
 	}
 	checkInvariants(t, st.dsn, "C0001", 1, nil)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"couponsvc/internal/testenv"
 	"fmt"
@@ -198,4 +199,88 @@ func TestClientHangingUpCancelsItsQuery(t *testing.T) {
 	testenv.Receive(t, answered, 5*time.Second, "the client's call to return")
 	testenv.WaitFor(t, 5*time.Second, "the wallet read cancelled on the server after its client hung up (the lock is still held)",
 		func() bool { return waiting() == 0 })
+}
+
+// With CLUSTER_KEY, nothing that can reach Redis or an instance's port can speak for an
+// instance: a made-up fact on the facts bus ("this user holds A0001") and a batch posted to the
+// peer endpoint change nothing. Without the key (one instance, a demo) the same fact is
+// believed, which shows the forgery reaches the instance.
+func TestClusterKeyRefusesForgeries(t *testing.T) {
+	forgeFact := func(t *testing.T, st *stack, victim uuid.UUID) {
+		t.Helper()
+		for _, r := range st.redis {
+			// "<notice id> <MAC> <sender> <code> <sold out> <users>", the MAC made up.
+			msg := uuid.NewString() + " - forger A0001 - " + victim.String()
+			if err := r.Client(t).Publish(context.Background(), "couponsvc:coupon-facts", msg).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(300 * time.Millisecond) // pub/sub delivers within milliseconds
+	}
+	t.Run("with the key", func(t *testing.T) {
+		st := newStack(t, 1)
+		in := startInstance(t, st.env(nil)) // with the tests' CLUSTER_KEY
+		victim := uuid.New()
+		forgeFact(t, st, victim)
+		if a := do(t, "POST", in.base+"/api/v1/coupons/A0001/issue", `{"userId":"`+victim.String()+`"}`); a.status != http.StatusCreated {
+			t.Fatalf("after a forged fact: %d %s, want 201", a.status, a.body)
+		}
+		body := `{"from":"127.0.0.1:1","coupons":[{"code":"A0001","relay":true,"requests":[{"u":"` + uuid.NewString() + `","a":` + fmt.Sprint(time.Now().UnixNano()) + `}]}]}`
+		for _, mac := range []string{"", "-", strings.Repeat("0", 64)} {
+			req, _ := http.NewRequest("POST", in.base+"/internal/v1/batch", strings.NewReader(body))
+			req.Header.Set("X-Couponsvc-Mac", mac)
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("peer batch with MAC %q: %d, want 401", mac, resp.StatusCode)
+			}
+		}
+		checkInvariants(t, st.dsn, "A0001", 1, nil) // the victim's coupon only
+	})
+	t.Run("without the key the forgery is believed", func(t *testing.T) {
+		st := newStack(t, 1)
+		env := st.env(nil)
+		delete(env, "CLUSTER_KEY")
+		in := startInstance(t, env)
+		victim := uuid.New()
+		forgeFact(t, st, victim)
+		if a := do(t, "POST", in.base+"/api/v1/coupons/A0001/issue", `{"userId":"`+victim.String()+`"}`); a.status != http.StatusConflict {
+			t.Fatalf("without CLUSTER_KEY: %d %s; the forged fact did not reach the instance, so the test above proves nothing", a.status, a.body)
+		}
+	})
+}
+
+// `serve -h` and a mistyped flag print the usage: never the secrets the environment holds.
+func TestSecretsNeverPrinted(t *testing.T) {
+	env := map[string]string{
+		"DATABASE_URL":   "postgres://app:db-s3cret@db:5432/coupon",
+		"REDIS_PASSWORD": "redis-s3cret",
+		"ADMIN_TOKEN":    "admin-s3cret-admin-s3cret-admin-s3cret",
+		"CLUSTER_KEY":    "cluster-s3cret-cluster-s3cret-cluster",
+	}
+	for _, args := range [][]string{{"-h"}, {"--no-such-flag"}, {"--lock-wait", "soon"}} {
+		var out bytes.Buffer
+		cfg, err := loadConfig("serve", args, func(k string) string { return env[k] }, &out)
+		text := out.String()
+		if err != nil {
+			text += err.Error()
+		}
+		if strings.Contains(text, "s3cret") {
+			t.Errorf("serve %v printed a secret:\n%s", args, text)
+		}
+		if args[0] == "--lock-wait" && cfg.DatabaseURL != "" {
+			t.Errorf("a bad flag still returned a configuration")
+		}
+	}
+	// The values are still taken from the environment.
+	cfg, err := loadConfig("serve", nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil || cfg.DatabaseURL != env["DATABASE_URL"] || cfg.AdminToken != env["ADMIN_TOKEN"] || string(cfg.ClusterKey) != env["CLUSTER_KEY"] {
+		t.Fatalf("secrets from the environment: %+v %v", cfg, err)
+	}
+	if _, err := loadConfig("serve", nil, func(k string) string { return map[string]string{"CLUSTER_KEY": "short"}[k] }, io.Discard); err == nil {
+		t.Error("a CLUSTER_KEY of 5 bytes accepted")
+	}
 }

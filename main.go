@@ -163,6 +163,9 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	if advertise == "" {
 		advertise = advertiseAddr(ln.Addr().(*net.TCPAddr))
 	}
+	if !cfg.ClusterKey.Enabled() {
+		log.Warn("CLUSTER_KEY is not set: requests forwarded between instances and notices on Redis are not authenticated; set it (the same 32+ random bytes on every instance) when running more than one")
+	}
 	nodes := lock.NewNodes(cfg.RedisAddrs, cfg.RedisPassword)
 	// Each grant of a coupon's lock carries this instance's address: the others forward that
 	// coupon's requests to it (service/forward.go).
@@ -172,9 +175,9 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	m := metrics.New()
 	svc := service.New(repo, service.NewLocker(locks), service.Config{
 		LockWait: cfg.LockWait, LockLease: cfg.LockLease,
-		Advertise: advertise, Peers: peer.NewClient(),
-		Bus:   notify.New(nodes, "couponsvc:coupon-changed"),
-		Facts: notify.New(nodes, "couponsvc:coupon-facts"),
+		Advertise: advertise, Peers: peer.NewClient(cfg.ClusterKey),
+		Bus:   notify.New(nodes, "couponsvc:coupon-changed", cfg.ClusterKey),
+		Facts: notify.New(nodes, "couponsvc:coupon-facts", cfg.ClusterKey),
 	}, m, log)
 	// Background work (coupon changes from other pods, daily schedules) until shutdown.
 	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
@@ -185,7 +188,7 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 		log.Warn("loading coupons at start", "err", err) // they load on first use instead
 	}
 	gin.SetMode(gin.ReleaseMode)
-	h := handler.New(svc, m, log, handler.Config{MaxInFlight: cfg.MaxInFlight, AdminToken: cfg.AdminToken})
+	h := handler.New(svc, m, log, handler.Config{MaxInFlight: cfg.MaxInFlight, AdminToken: cfg.AdminToken, ClusterKey: cfg.ClusterKey})
 
 	srv := &http.Server{
 		Addr:              cfg.HTTPAddr,

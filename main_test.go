@@ -58,6 +58,8 @@ func (s *stack) env(extra map[string]string) map[string]string {
 		"DATABASE_URL": s.dsn,
 		"REDIS_ADDRS":  strings.Join(testenv.Addrs(s.redis), ","),
 		"LOG_LEVEL":    "warn",
+		// As k8s/ deploys it: the instances authenticate what they say to each other.
+		"CLUSTER_KEY": "test-cluster-key-of-at-least-32-bytes",
 	}
 	for k, v := range extra {
 		env[k] = v

@@ -18,6 +18,7 @@ import (
 
 	"couponsvc/internal/arrival"
 	"couponsvc/internal/metrics"
+	"couponsvc/internal/seal"
 	"couponsvc/service"
 
 	"github.com/gin-gonic/gin"
@@ -35,12 +36,14 @@ type Handler struct {
 	engine   *gin.Engine
 	// adminToken is the SHA-256 of ADMIN_TOKEN; the admin routes exist only when it is set.
 	adminToken *[sha256.Size]byte
+	clusterKey seal.Key
 }
 
 // Config tunes the HTTP layer.
 type Config struct {
-	MaxInFlight int    // issue requests in progress at once; beyond it 429
-	AdminToken  string // bearer token of the admin routes; empty: no admin routes
+	MaxInFlight int      // issue requests in progress at once; beyond it 429
+	AdminToken  string   // bearer token of the admin routes; empty: no admin routes
+	ClusterKey  seal.Key // authenticates the batches other instances forward (nil: none)
 }
 
 // New returns the HTTP handler with every route registered.
@@ -48,7 +51,7 @@ func New(svc *service.Service, m *metrics.Metrics, log *slog.Logger, cfg Config)
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 4096
 	}
-	h := &Handler{svc: svc, metrics: m, log: log, inflight: make(chan struct{}, cfg.MaxInFlight)}
+	h := &Handler{svc: svc, metrics: m, log: log, inflight: make(chan struct{}, cfg.MaxInFlight), clusterKey: cfg.ClusterKey}
 	if cfg.AdminToken != "" {
 		sum := sha256.Sum256([]byte(cfg.AdminToken))
 		h.adminToken = &sum

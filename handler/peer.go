@@ -2,6 +2,7 @@ package handler
 
 import (
 	"couponsvc/domain"
+	"errors"
 
 	"net/http"
 
@@ -21,7 +22,12 @@ func (h *Handler) peerBatch(c *gin.Context) {
 		writeError(c, domain.ErrNoRoute, domain.ErrNoRoute.Message)
 		return
 	}
-	b, err := peer.DecodeBatch(c.Request.Body)
+	b, mac, err := peer.ReadBatch(c.Request, h.clusterKey)
+	if errors.Is(err, peer.ErrUnauthenticated) {
+		h.log.WarnContext(c.Request.Context(), "peer batch refused: not authenticated by CLUSTER_KEY", "from", c.ClientIP())
+		writeError(c, domain.ErrUnauthorized, "peer batches need the instances' MAC")
+		return
+	}
 	if err != nil {
 		h.writeServiceError(c, err)
 		return
@@ -31,5 +37,6 @@ func (h *Handler) peerBatch(c *gin.Context) {
 		h.writeServiceError(c, err)
 		return
 	}
+	c.Header(peer.MACHeader, peer.ReplyMAC(h.clusterKey, mac, body))
 	c.Data(http.StatusOK, "application/json", body)
 }

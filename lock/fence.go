@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -11,15 +12,23 @@ import (
 // fenceRaise sets the fencing counter to ARGV[1] unless it is already higher, and returns the
 // counter. Raising to a maximum (not incrementing) is what lets tokens be assigned from a quorum
 // read: see nextFence.
+//
+// A counter that is not a number, or is beyond MaxFence (written by something else: tokens grow
+// by one per grant and never get there), is overwritten: it would otherwise stop every grant.
 var fenceRaise = redis.NewScript(`
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local want = tonumber(ARGV[1])
-if want > cur then
+if cur == nil or cur > tonumber(ARGV[2]) or want > cur then
 	redis.call('SET', KEYS[1], ARGV[1])
 	return want
 end
 return cur
 `)
+
+// MaxFence bounds a fencing token: 2^53, where Lua's numbers stop being exact, far beyond what
+// one grant per millisecond reaches in a hundred thousand years. A counter read above it is
+// corrupt and ignored (the store's own check stays the guard; see AdvanceFence).
+const MaxFence = 1 << 53
 
 // nextFence assigns the fencing token of a grant just acquired, in two phases over all nodes:
 //
@@ -46,6 +55,10 @@ func (c *Client) nextFence(ctx context.Context, name string) (int64, error) {
 		if errors.Is(err, redis.Nil) {
 			return 0, nil
 		}
+		var numErr *strconv.NumError
+		if errors.As(err, &numErr) || (err == nil && (v < 0 || v > MaxFence)) {
+			return 0, nil // corrupt: counted as no counter, and overwritten by the raise
+		}
 		return v, err
 	}, c.quorumDecided)
 	var top int64
@@ -68,7 +81,7 @@ func (c *Client) nextFence(ctx context.Context, name string) (int64, error) {
 
 func (c *Client) raiseFence(ctx context.Context, key string, v int64) error {
 	replies := onNodes(ctx, c, func(ctx context.Context, n redis.UniversalClient) (int64, error) {
-		return fenceRaise.Run(ctx, n, []string{key}, v).Int64()
+		return fenceRaise.Run(ctx, n, []string{key}, v, int64(MaxFence)).Int64()
 	}, c.quorumDecided)
 	acked := 0
 	for _, r := range replies {
@@ -87,6 +100,9 @@ func (c *Client) raiseFence(ctx context.Context, key string, v int64) error {
 // token because it has accepted a higher one (nodes restarted empty and the counter went back),
 // then acquire a new grant. ErrUnavailable when no quorum acks.
 func (c *Client) AdvanceFence(ctx context.Context, name string, atLeast int64) error {
+	if atLeast < 0 || atLeast > MaxFence {
+		return fmt.Errorf("advance fence %s: %d is not a fencing token", name, atLeast)
+	}
 	if err := c.raiseFence(ctx, c.fenceKey(name), atLeast); err != nil {
 		return fmt.Errorf("advance fence %s: %w", name, err)
 	}

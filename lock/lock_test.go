@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
@@ -767,4 +768,40 @@ func TestContextEndsWait(t *testing.T) {
 		t.Fatalf("%d waiters left in the queue", n)
 	}
 	mustUnlock(t, holder, m)
+}
+
+// A fencing counter written by something else (the largest int64, or not a number) does not
+// stop the lock: the next grant gets a token, and tokens keep growing from there.
+func TestForgedFenceCounterIsOverwritten(t *testing.T) {
+	nodes := testenv.NewRedisNodes(t, 3)
+	c := newClient(t, nodes)
+	ctx := WithOwner(context.Background(), NewOwner())
+	m := c.Mutex("forged")
+	key := c.fenceKey("forged")
+	for i, n := range nodes {
+		v := "9223372036854775807"
+		if i == 2 {
+			v = "not a number"
+		}
+		if err := redis.NewClient(&redis.Options{Addr: n.Addr}).Set(ctx, key, v, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var last int64
+	for range 3 {
+		if err := m.TryLock(ctx, time.Second, 0); err != nil {
+			t.Fatalf("lock with a forged fencing counter: %v", err)
+		}
+		token, ok := m.Fence(ctx)
+		if !ok || token <= last || token > MaxFence {
+			t.Fatalf("token %d after %d (ok %v)", token, last, ok)
+		}
+		last = token
+		if err := m.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.AdvanceFence(ctx, "forged", math.MaxInt64); err == nil {
+		t.Error("AdvanceFence to the largest int64 accepted")
+	}
 }

@@ -69,8 +69,8 @@ func (st stack) service(t *testing.T, c *clock, bus bool, cfg Config) *Service {
 		cfg.LockWait = 3 * time.Second
 	}
 	if bus {
-		cfg.Bus = notify.New(nodes, "test:coupon-changed")
-		cfg.Facts = notify.New(nodes, "test:coupon-facts")
+		cfg.Bus = notify.New(nodes, "test:coupon-changed", nil)
+		cfg.Facts = notify.New(nodes, "test:coupon-facts", nil)
 	}
 	s := New(st.repo(t), NewLocker(locks), cfg, metrics.New(), slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())

@@ -20,7 +20,9 @@ import (
 //     set read from PostgreSQL is final (loadHolders), so a stale or lost notice can cost a
 //     transaction, never a wrong answer.
 //
-// A notice is "<sender> <code> <sold out: s or -> <user> <user> ...".
+// A notice is "<sender> <code> <sold out: s or -> <user> <user> ...". With CLUSTER_KEY the bus
+// drops notices that are not from an instance (package notify); either way a notice never
+// records more holders than a batch commits or the coupon has.
 
 // factsBacklog bounds the notices waiting to be published; past it they are dropped (the
 // others then ask PostgreSQL), so a stalled Redis never holds up a batch.
@@ -81,7 +83,13 @@ func (s *Service) recordFacts(ctx context.Context, msg string) {
 	}
 	if users != "" {
 		st.mu.Lock()
+		n := 0
 		for f := range strings.FieldsSeq(users) {
+			// A batch commits at most MaxBatch holders, and a coupon has at most its stock:
+			// a notice claiming more is not from an instance, and is not believed further.
+			if n++; n > s.cfg.MaxBatch || len(st.holders) >= st.total {
+				break
+			}
 			if u, err := uuid.Parse(f); err == nil {
 				st.holders[u] = struct{}{}
 			}

@@ -5,10 +5,13 @@
 // and hears each notice once (copies from the other nodes are recognised by their id and
 // dropped). Delivery is best effort, as Redis pub/sub is: a subscriber that is reconnecting
 // misses what is published meanwhile, so users of notices must bound the cost of a lost one.
+// With the instances' shared key (package seal), a notice published by anything else is
+// dropped: whatever can reach Redis cannot speak for an instance.
 package notify
 
 import (
 	"context"
+	"couponsvc/internal/seal"
 	"errors"
 	"fmt"
 	"strings"
@@ -26,22 +29,31 @@ const publishTimeout = 500 * time.Millisecond
 // copies arrive within milliseconds of each other, far fewer notices than this apart.
 const recent = 1024
 
+// MaxNotice bounds a notice's size: a larger one is not sent, and dropped when received.
+const MaxNotice = 64 << 10
+
 // Bus publishes and receives notices on one channel of every node.
 type Bus struct {
 	nodes   []redis.UniversalClient
 	channel string
+	key     seal.Key
 }
 
-// New returns a Bus on channel over nodes. It does not own the clients: close them after the
-// last Subscribe returned.
-func New(nodes []redis.UniversalClient, channel string) *Bus {
-	return &Bus{nodes: nodes, channel: channel}
+// New returns a Bus on channel over nodes. With a key, every notice carries its MAC and a
+// notice without the right one (published by anything but an instance that has the key) is
+// dropped. It does not own the clients: close them after the last Subscribe returned.
+func New(nodes []redis.UniversalClient, channel string, key seal.Key) *Bus {
+	return &Bus{nodes: nodes, channel: channel, key: key}
 }
 
 // Publish sends msg to every subscriber of every node. It succeeds when at least one node took
 // it (subscribers listen on all nodes).
 func (b *Bus) Publish(ctx context.Context, msg string) error {
-	payload := uuid.NewString() + " " + msg
+	if len(msg) > MaxNotice {
+		return fmt.Errorf("publish on %s: notice of %d bytes, over %d", b.channel, len(msg), MaxNotice)
+	}
+	id := uuid.NewString()
+	payload := id + " " + b.key.Sum([]byte(b.channel), []byte(id), []byte(msg)) + " " + msg
 	errs := make(chan error, len(b.nodes))
 	for _, n := range b.nodes {
 		go func() {
@@ -76,9 +88,10 @@ func (b *Bus) Subscribe(ctx context.Context, handle func(msg string)) {
 		})
 		wg.Go(func() {
 			for m := range ps.Channel() {
-				id, msg, ok := strings.Cut(m.Payload, " ")
-				if !ok {
-					continue
+				id, rest, ok := strings.Cut(m.Payload, " ")
+				mac, msg, ok2 := strings.Cut(rest, " ")
+				if !ok || !ok2 || len(msg) > MaxNotice || !b.key.Verify(mac, []byte(b.channel), []byte(id), []byte(msg)) {
+					continue // not from an instance: dropped
 				}
 				select {
 				case in <- notice{id, msg}:

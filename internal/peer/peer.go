@@ -6,6 +6,8 @@ package peer
 
 import (
 	"couponsvc/domain"
+	"couponsvc/internal/seal"
+	"errors"
 
 	"bytes"
 	"context"
@@ -67,13 +69,23 @@ type entry struct {
 	ExpiresAt      time.Time `json:"expiresAt"`
 }
 
+// MACHeader carries a batch's MAC (package seal) over the route and the body, and a reply's
+// over the batch's MAC and the reply's body: with the instances' shared key, a batch from
+// anything else is refused, and a reply from anything else is not believed.
+const MACHeader = "X-Couponsvc-Mac"
+
+// ErrUnauthenticated is a batch or reply without the right MAC.
+var ErrUnauthenticated = errors.New("peer: not authenticated by the instances' key")
+
 // Client sends batches to other instances. It is safe for concurrent use.
 type Client struct {
-	hc *http.Client
+	hc  *http.Client
+	key seal.Key
 }
 
-// NewClient returns a Client that keeps connections to the other instances open.
-func NewClient() *Client {
+// NewClient returns a Client that keeps connections to the other instances open and
+// authenticates with key (nil: no authentication).
+func NewClient(key seal.Key) *Client {
 	tr := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        256,
@@ -81,7 +93,7 @@ func NewClient() *Client {
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
-	return &Client{hc: &http.Client{Transport: tr}}
+	return &Client{hc: &http.Client{Transport: tr}, key: key}
 }
 
 // Send implements service.Peers: it posts the batch to the instance at addr (host:port) and
@@ -106,6 +118,8 @@ func (c *Client) Send(ctx context.Context, addr string, b service.PeerBatch) ([]
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	mac := c.key.Sum([]byte(Route), body)
+	req.Header.Set(MACHeader, mac)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return nil, err
@@ -115,8 +129,15 @@ func (c *Client) Send(ctx context.Context, addr string, b service.PeerBatch) ([]
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return nil, fmt.Errorf("peer %s: %s: %s", addr, resp.Status, bytes.TrimSpace(msg))
 	}
+	reply, err := io.ReadAll(io.LimitReader(resp.Body, 4*MaxBody))
+	if err != nil {
+		return nil, fmt.Errorf("peer %s: results: %w", addr, err)
+	}
+	if !c.key.Verify(resp.Header.Get(MACHeader), []byte(mac), reply) {
+		return nil, fmt.Errorf("peer %s: results: %w", addr, ErrUnauthenticated)
+	}
 	var rs results
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 4*MaxBody)).Decode(&rs); err != nil {
+	if err := json.Unmarshal(reply, &rs); err != nil {
 		return nil, fmt.Errorf("peer %s: results: %w", addr, err)
 	}
 	out := make([][]service.PeerResult, len(rs.Results))
@@ -131,6 +152,26 @@ func (c *Client) Send(ctx context.Context, addr string, b service.PeerBatch) ([]
 		}
 	}
 	return out, nil
+}
+
+// ReadBatch reads a batch from a request (at most MaxBody bytes, MaxRequests requests), checks
+// its MAC under key (ErrUnauthenticated), and returns it with the MAC, for the reply's.
+func ReadBatch(r *http.Request, key seal.Key) (service.PeerBatch, string, error) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	if err != nil {
+		return service.PeerBatch{}, "", fmt.Errorf("%w: peer batch: %w", domain.ErrInvalid, err)
+	}
+	mac := r.Header.Get(MACHeader)
+	if !key.Verify(mac, []byte(Route), body) {
+		return service.PeerBatch{}, "", ErrUnauthenticated
+	}
+	b, err := DecodeBatch(bytes.NewReader(body))
+	return b, mac, err
+}
+
+// ReplyMAC is the MAC of a reply body to the batch that carried batchMAC.
+func ReplyMAC(key seal.Key, batchMAC string, body []byte) string {
+	return key.Sum([]byte(batchMAC), body)
 }
 
 // DecodeBatch reads a batch from a request body (at most MaxBody bytes, MaxRequests requests).
