@@ -41,6 +41,16 @@ func TestHostileInputs(t *testing.T) {
 		{"duplicated JSON key", func() (*http.Request, error) {
 			return http.NewRequest("POST", issueURL, strings.NewReader(`{"userId":"`+uuid.NewString()+`","userId":"`+uuid.NewString()+`"}`))
 		}, 400, "INVALID_REQUEST"},
+		{"the same key in two cases (USERID after userId)", func() (*http.Request, error) {
+			return http.NewRequest("POST", issueURL, strings.NewReader(`{"userId":"`+uuid.NewString()+`","USERID":"`+uuid.NewString()+`"}`))
+		}, 400, "INVALID_REQUEST"},
+		{"no Content-Type", func() (*http.Request, error) {
+			r, err := http.NewRequest("POST", issueURL, strings.NewReader(fresh()))
+			if err == nil {
+				r.Header.Set("Content-Type", "none") // replaced by an absent header below
+			}
+			return r, err
+		}, 400, "INVALID_REQUEST"},
 		{"Content-Type text/plain", func() (*http.Request, error) {
 			r, err := http.NewRequest("POST", issueURL, strings.NewReader(fresh()))
 			if err == nil {
@@ -72,8 +82,11 @@ func TestHostileInputs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if req.Header.Get("Content-Type") == "" {
+		switch req.Header.Get("Content-Type") {
+		case "":
 			req.Header.Set("Content-Type", "application/json")
+		case "none":
+			req.Header.Del("Content-Type")
 		}
 		resp, err := client.Do(req)
 		if err != nil {

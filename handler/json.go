@@ -2,6 +2,8 @@ package handler
 
 import (
 	"couponsvc/domain"
+	"reflect"
+	"strings"
 
 	"bytes"
 	"encoding/json"
@@ -107,7 +109,7 @@ func decodeJSON(c *gin.Context, limit int64, v any) error {
 	case bytes.TrimSpace(body)[0] != '{':
 		return fmt.Errorf("%w: body must be a JSON object", domain.ErrInvalid)
 	}
-	if ct := c.ContentType(); ct != "" && ct != "application/json" {
+	if ct := c.ContentType(); ct != "application/json" {
 		return fmt.Errorf("%w: Content-Type %q: send application/json", domain.ErrInvalid, ct)
 	}
 	if r, ok := v.(*IssueRequest); ok && decodeIssueFast(body, r) {
@@ -121,10 +123,47 @@ func decodeJSON(c *gin.Context, limit int64, v any) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("%w: malformed JSON: data after the object", domain.ErrInvalid)
 	}
-	if key, ok := duplicateKey(body); ok {
-		// encoding/json keeps the last of duplicated keys; another parser on the way (a proxy,
-		// a WAF) may keep the first. An ambiguous request is refused, not guessed at.
-		return fmt.Errorf("%w: malformed JSON: key %q appears twice", domain.ErrInvalid, key)
+	// encoding/json matches keys case-insensitively and keeps the last of duplicated keys;
+	// another parser on the way (a proxy, a WAF) may match exactly or keep the first. An
+	// ambiguous request is refused, not guessed at.
+	return checkKeys(body, v)
+}
+
+// checkKeys refuses a top-level key of body (known to be valid JSON) that is not exactly one of
+// v's JSON field names ("USERID" is not "userId"), or that appears twice.
+func checkKeys(body []byte, v any) error {
+	names := map[string]bool{}
+	if t := reflect.TypeOf(v); t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct {
+		for f := range t.Elem().Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "" {
+				name = f.Name
+			}
+			names[name] = true
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if _, err := dec.Token(); err != nil { // the opening brace
+		return nil
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		key, _ := t.(string)
+		switch {
+		case !names[key]:
+			return fmt.Errorf("%w: malformed JSON: unknown field %q", domain.ErrInvalid, key)
+		case seen[key]:
+			return fmt.Errorf("%w: malformed JSON: key %q appears twice", domain.ErrInvalid, key)
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil
+		}
 	}
 	return nil
 }
@@ -146,30 +185,4 @@ func decodeIssueFast(body []byte, r *IssueRequest) bool {
 	}
 	r.UserID = string(id)
 	return true
-}
-
-// duplicateKey reports a key that appears twice in the top-level object of body, which is known
-// to be valid JSON.
-func duplicateKey(body []byte) (string, bool) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if _, err := dec.Token(); err != nil { // the opening brace
-		return "", false
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return "", false
-		}
-		key, _ := t.(string)
-		if seen[key] {
-			return key, true
-		}
-		seen[key] = true
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return "", false
-		}
-	}
-	return "", false
 }

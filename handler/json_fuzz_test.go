@@ -85,7 +85,9 @@ func TestDecodeHostileInputs(t *testing.T) {
 	}{
 		{"valid", good, "application/json", true},
 		{"valid with charset", good, "application/json; charset=utf-8", true},
-		{"no content type", good, "", true},
+		{"no content type", good, "", false},
+		{"key in another case", `{"USERID":"3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f"}`, "application/json", false},
+		{"key twice in two cases", `{"userId":"00000000-0000-0000-0000-000000000001","USERID":"3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f"}`, "application/json", false},
 		{"wrong content type", good, "text/plain", false},
 		{"form content type", `userId=3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f`, "application/x-www-form-urlencoded", false},
 		{"duplicated key", `{"userId":"00000000-0000-0000-0000-000000000001","userId":"3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f"}`, "application/json", false},
