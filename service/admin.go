@@ -2,6 +2,7 @@ package service
 
 import (
 	"couponsvc/domain"
+	"errors"
 
 	"context"
 	"fmt"
@@ -96,6 +97,8 @@ func (s *Service) Run(ctx context.Context) {
 			s.cfg.Bus.Subscribe(ctx, func(code string) {
 				if st := s.cached(code); st != nil {
 					s.reload(ctx, st)
+				} else {
+					s.learn(ctx, code)
 				}
 			})
 		})
@@ -104,7 +107,13 @@ func (s *Service) Run(ctx context.Context) {
 		wg.Go(func() { s.cfg.Facts.Subscribe(ctx, func(msg string) { s.recordFacts(ctx, msg) }) })
 		wg.Go(func() { s.publishLoop(ctx) })
 	}
-	wg.Go(func() { every(ctx, s.cfg.MetaRefresh, s.refreshCached) })
+	wg.Go(func() {
+		every(ctx, s.cfg.MetaRefresh, func(ctx context.Context) {
+			if err := s.refreshAll(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("refresh coupons", "err", err)
+			}
+		})
+	})
 	wg.Go(func() { every(ctx, s.cfg.ScheduleEvery, s.MaterialiseSchedules) })
 	wg.Wait()
 }
@@ -134,31 +143,60 @@ func (s *Service) reload(ctx context.Context, st *couponState) {
 	st.apply(c, seen)
 }
 
-// refreshCached reads every cached coupon again, in one query.
-func (s *Service) refreshCached(ctx context.Context) {
+// refreshAll reads every coupon again, in one query: it applies the changes to the cached ones
+// and caches the new ones, so that this instance knows every coupon within MetaRefresh even
+// when a notice is lost (and answers unknown codes without a query: see state).
+func (s *Service) refreshAll(ctx context.Context) error {
 	s.mu.RLock()
-	codes := make([]string, 0, len(s.coupons))
 	seen := make(map[string]uint64, len(s.coupons))
 	for code, st := range s.coupons {
-		codes = append(codes, code)
 		seen[code] = st.changes.Load()
 	}
 	s.mu.RUnlock()
-	if len(codes) == 0 {
-		return
-	}
-	cs, err := s.repo.CouponsByCodes(ctx, codes)
+	started := time.Now()
+	cs, err := s.repo.ListCoupons(ctx)
 	if err != nil {
-		if ctx.Err() == nil {
-			s.log.Warn("refresh cached coupons", "err", err)
-		}
-		return
+		return s.translate(err)
 	}
 	for _, c := range cs {
 		if st := s.cached(c.Code); st != nil {
-			st.apply(c, seen[c.Code])
+			if at, ok := seen[c.Code]; ok {
+				st.apply(c, at)
+			}
+			continue
 		}
+		s.add(c)
 	}
+	s.listedAt.Store(started.UnixNano())
+	return nil
+}
+
+// add caches coupon c unless it is cached already, and returns its state.
+func (s *Service) add(c domain.Coupon) *couponState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.coupons[c.Code]
+	if st == nil {
+		st = newCouponState(c)
+		s.coupons[c.Code] = st
+	}
+	return st
+}
+
+// learn caches a coupon this instance heard of (a notice) but does not know yet: one created
+// on another instance a moment ago.
+func (s *Service) learn(ctx context.Context, code string) {
+	if !ValidCode(code) {
+		return
+	}
+	c, err := s.repo.CouponByCode(ctx, code)
+	if err != nil {
+		if !errors.Is(err, domain.ErrCouponNotFound) {
+			s.log.Warn("load new coupon", "coupon", code, "err", err)
+		}
+		return
+	}
+	s.add(c)
 }
 
 // changed makes a coupon change visible: at once in this instance, and through the bus in the
@@ -166,6 +204,8 @@ func (s *Service) refreshCached(ctx context.Context) {
 func (s *Service) changed(ctx context.Context, c domain.Coupon) {
 	if st := s.cached(c.Code); st != nil {
 		st.apply(c, st.changes.Add(1))
+	} else {
+		s.add(c)
 	}
 	if s.cfg.Bus == nil {
 		return

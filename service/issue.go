@@ -122,8 +122,8 @@ func (s *Service) Issue(ctx context.Context, code string, userID uuid.UUID) (dom
 	e, err := s.issue(ctx, code, userID, arrived, s.now().Add(-start.Sub(arrived)))
 	result := resultOf(err)
 	label := code
-	if errors.Is(err, domain.ErrCouponNotFound) {
-		label = "_unknown" // random codes must not grow the metric's label set
+	if err != nil && (errors.Is(err, domain.ErrCouponNotFound) || s.cached(code) == nil) {
+		label = "_unknown" // codes of no known coupon must not grow the metric's label set
 	}
 	s.outcome(label, result).Inc()
 	switch result {

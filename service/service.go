@@ -20,6 +20,8 @@ import (
 	"couponsvc/repository"
 
 	"github.com/google/uuid"
+	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 )
 
 // Repository is what the service needs from PostgreSQL.
@@ -133,6 +135,9 @@ type Service struct {
 
 	mu       sync.RWMutex
 	coupons  map[string]*couponState // by code; only coupons that exist
+	listedAt atomic.Int64            // when the last read of every coupon began (Unix ns)
+	lookups  *rate.Limiter           // PostgreSQL lookups of codes not in coupons
+	loading  singleflight.Group      // lookups in flight, by code
 	outcomes sync.Map                // [coupon, result] -> prometheus.Counter
 }
 
@@ -160,7 +165,8 @@ func New(repo Repository, locks Locker, cfg Config, m *metrics.Metrics, log *slo
 		cfg.ScheduleLead = 2 * time.Hour
 	}
 	s := &Service{repo: repo, locks: locks, cfg: cfg, metrics: m, log: log, coupons: map[string]*couponState{},
-		id: uuid.NewString(), factsOut: make(chan string, factsBacklog), outboxes: map[string]*grouper[*outItem]{}}
+		id: uuid.NewString(), factsOut: make(chan string, factsBacklog), outboxes: map[string]*grouper[*outItem]{},
+		lookups: rate.NewLimiter(unknownLookups, unknownLookups)}
 	s.commits = &grouper[*commitRequest]{max: maxGroups, limit: maxGroupBatches, run: s.runGroup}
 	return s
 }
@@ -191,23 +197,34 @@ func (s *Service) state(ctx context.Context, code string) (*couponState, error) 
 	if !ValidCode(code) {
 		return nil, fmt.Errorf("coupon %q: %w", code, domain.ErrCouponNotFound)
 	}
-	s.mu.RLock()
-	st := s.coupons[code]
-	s.mu.RUnlock()
-	if st != nil {
+	if st := s.cached(code); st != nil {
 		return st, nil
 	}
-	c, err := s.repo.CouponByCode(ctx, code)
+	// This instance knows every coupon as of its last full read (refreshAll, at most
+	// MetaRefresh old) and hears of new ones at once (the bus). An unknown code is asked of
+	// PostgreSQL only within a small budget, for the coupon created a moment ago elsewhere;
+	// beyond it, a flood of made-up codes is answered from memory.
+	// Requests for one code share one lookup (and one unit of the budget).
+	v, err, _ := s.loading.Do(code, func() (any, error) {
+		if st := s.cached(code); st != nil {
+			return st, nil
+		}
+		listed := time.Unix(0, s.listedAt.Load())
+		if time.Since(listed) < 3*s.cfg.MetaRefresh && !s.lookups.Allow() {
+			return nil, fmt.Errorf("coupon %q: %w", code, domain.ErrCouponNotFound)
+		}
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.TxTimeout)
+		defer cancel()
+		c, err := s.repo.CouponByCode(lctx, code)
+		if err != nil {
+			return nil, s.translate(err)
+		}
+		return s.add(c), nil
+	})
 	if err != nil {
-		return nil, s.translate(err)
+		return nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if st = s.coupons[code]; st == nil {
-		st = newCouponState(c)
-		s.coupons[code] = st
-	}
-	return st, nil
+	return v.(*couponState), nil
 }
 
 func newCouponState(c domain.Coupon) *couponState {
@@ -219,20 +236,7 @@ func newCouponState(c domain.Coupon) *couponState {
 
 // Warm loads every coupon into the cache, so that the first crowd of a coupon does not wait on
 // its load (the order of arrival is kept either way; see insertByArrival).
-func (s *Service) Warm(ctx context.Context) error {
-	cs, err := s.repo.ListCoupons(ctx)
-	if err != nil {
-		return s.translate(err)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, c := range cs {
-		if s.coupons[c.Code] == nil {
-			s.coupons[c.Code] = newCouponState(c)
-		}
-	}
-	return nil
-}
+func (s *Service) Warm(ctx context.Context) error { return s.refreshAll(ctx) }
 
 // translate turns the lock's and the fencing's errors into the domain's: the repository returns
 // the domain's errors already.
@@ -247,6 +251,10 @@ func (s *Service) translate(err error) error {
 }
 
 func (s *Service) now() time.Time { return s.cfg.Now() }
+
+// unknownLookups bounds the PostgreSQL lookups per second of coupon codes this instance does
+// not know (see state).
+const unknownLookups = 20
 
 // GetCoupon returns the coupon with its current counts.
 func (s *Service) GetCoupon(ctx context.Context, code string) (domain.Coupon, error) {
