@@ -638,3 +638,53 @@ func errorBody(t *testing.T, b []byte) (code, message string) {
 	}
 	return e.Error.Code, e.Error.Message
 }
+
+// PostgreSQL freezes (SIGSTOP) with a batch's statement sent and stays silent through the
+// transaction timeout, the cancellation and the re-read: whether the coupon was stored is not
+// known, and the answer says so (503 OUTCOME_UNKNOWN, never "nothing was issued"). Once
+// PostgreSQL answers again, the user's retry gets the truth, and the wallet agrees.
+func TestFaultPostgresFrozenOutcomeUnknown(t *testing.T) {
+	pg := testenv.NewPostgres(t)
+	st := &stack{dsn: pg.CreateDatabase(t), redis: testenv.NewRedisNodes(t, 1)}
+	in := startInstance(t, st.env(nil))
+	issue := func(u uuid.UUID) answer {
+		return do(t, "POST", in.base+"/api/v1/coupons/C0001/issue", `{"userId":"`+u.String()+`"}`)
+	}
+	if a := issue(uuid.New()); a.status != http.StatusCreated { // connections made, coupon cached
+		t.Fatalf("warm-up: %d %s", a.status, a.body)
+	}
+	pg.Pause(t)
+	paused := true
+	defer func() {
+		if paused {
+			pg.Resume(t)
+		}
+	}()
+	user := uuid.New()
+	start := time.Now()
+	a := issue(user)
+	took := time.Since(start)
+	pg.Resume(t)
+	paused = false
+	if a.status != http.StatusServiceUnavailable || a.errorCode() != "OUTCOME_UNKNOWN" {
+		t.Fatalf("with PostgreSQL frozen: %d %s after %v, want 503 OUTCOME_UNKNOWN", a.status, a.body, took)
+	}
+	// The retry tells the truth: 201 if the first attempt did not commit, 409 if it did.
+	var retry answer
+	testenv.WaitFor(t, 20*time.Second, "a retry answered 201 or 409 once PostgreSQL is back", func() bool {
+		retry = issue(user)
+		return retry.status == http.StatusCreated || retry.status == http.StatusConflict
+	})
+	var rows int
+	if err := db(t, st.dsn).QueryRow(context.Background(), `SELECT count(*) FROM coupon_wallet WHERE user_id = $1`, user).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 1 {
+		t.Fatalf("after OUTCOME_UNKNOWN and a retry answered %d, the user has %d rows", retry.status, rows)
+	}
+	checkInvariants(t, st.dsn, "C0001", 2, nil)
+	if !t.Failed() {
+		t.Logf("REPORT|PostgreSQL frozen (SIGSTOP) with a batch's statement sent|503 OUTCOME_UNKNOWN after %v (transaction timeout, cancellation, re-read), never \"nothing was issued\"; the retry once PostgreSQL answered: %d|%v|OK: one row for the user, no over-issue, every other answer true",
+			took.Round(100*time.Millisecond), retry.status, time.Duration(0))
+	}
+}

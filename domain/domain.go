@@ -46,6 +46,7 @@ var (
 	ErrAlreadyRedeemed   = &Error{Status: 409, Code: "ALREADY_REDEEMED", Label: "already_redeemed", Message: "this wallet entry was redeemed for another order"}
 	ErrLockTimeout       = &Error{Status: 503, Code: "LOCK_TIMEOUT", Label: "lock_timeout", Message: "the coupon is busy; nothing was issued, retry shortly", RetryAfter: "1"}
 	ErrUnavailable       = &Error{Status: 503, Code: "UNAVAILABLE", Label: "unavailable", Message: "a backing store is unreachable; nothing was issued, retry shortly", RetryAfter: "2"}
+	ErrOutcomeUnknown    = &Error{Status: 503, Code: "OUTCOME_UNKNOWN", Label: "outcome_unknown", Message: "PostgreSQL went away before saying whether the coupon was stored; check your wallet before retrying", RetryAfter: "2"}
 	ErrTooManyRequests   = &Error{Status: 429, Code: "TOO_MANY_REQUESTS", Label: "too_many_requests", Message: "this instance is at its in-flight limit; retry shortly", RetryAfter: "1"}
 	ErrUnauthorized      = &Error{Status: 401, Code: "UNAUTHORIZED", Label: "unauthorized", Message: "admin routes need Authorization: Bearer <ADMIN_TOKEN>"}
 	ErrNoRoute           = &Error{Status: 404, Code: "NOT_FOUND", Label: "no_route", Message: "no such route"}
@@ -61,7 +62,7 @@ var Canceled = &Error{Status: 499, Code: "CANCELED", Label: "canceled", Message:
 // Errors lists the table, for the documentation and its tests.
 var Errors = []*Error{ErrInvalid, ErrCouponNotFound, ErrAlreadyIssued, ErrSoldOut, ErrEventNotOpen, ErrEventClosed,
 	ErrCouponExists, ErrStockBelowIssued, ErrWalletNotFound, ErrNotOwner, ErrExpired, ErrOrderBelowMinimum,
-	ErrAlreadyRedeemed, ErrLockTimeout, ErrUnavailable, ErrTooManyRequests, ErrUnauthorized, ErrNoRoute,
+	ErrAlreadyRedeemed, ErrLockTimeout, ErrUnavailable, ErrOutcomeUnknown, ErrTooManyRequests, ErrUnauthorized, ErrNoRoute,
 	ErrMethodNotAllowed, Internal, Canceled}
 
 // ErrorOf returns the table's row for err: nil for nil, Canceled for a client that went away,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Outcome is what became of one request of a batch.
@@ -170,11 +171,22 @@ func (r *Repository) IssueBatches(ctx context.Context, batches []Batch) []BatchO
 		})
 	}
 	if err != nil {
+		// Nothing sent (no connection): nothing was written. Otherwise PostgreSQL may have
+		// committed the batch before the connection broke or the wait ended: the rows say; and
+		// when they cannot be read either, the outcome is unknown, and said so.
+		sent := !pgconn.SafeToRetry(err)
 		err = translate("issue batch", err)
 		for i, b := range batches {
 			if errors.Is(err, domain.ErrUnavailable) || ctx.Err() != nil {
-				if res, lerr := r.resolveAfterFailure(b.CouponID, b.Users, wids[i]); lerr == nil {
+				ctx, cancel := context.WithTimeout(context.Background(), resolveWithin)
+				res, lerr := r.ResolveBatch(ctx, b.CouponID, b.Users, wids[i])
+				cancel()
+				if lerr == nil {
 					out[i].Results = res
+					continue
+				}
+				if sent {
+					out[i].Err = fmt.Errorf("%w: %w", domain.ErrOutcomeUnknown, err)
 					continue
 				}
 			}
@@ -243,12 +255,13 @@ func (r *Repository) whyNoCoupon(ctx context.Context, couponID uuid.UUID, fence 
 	return fmt.Errorf("issue batch: token %d, coupon already written with %d: %w", fence, last, ErrStaleFence)
 }
 
-// resolveAfterFailure decides a batch whose statement broke off: each request whose wallet id
-// is in PostgreSQL was issued; a user holding the coupon under another id already had it;
-// the others were not issued (the statement was all or nothing).
-func (r *Repository) resolveAfterFailure(couponID uuid.UUID, users, wids []uuid.UUID) ([]Result, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
+// resolveWithin bounds the re-read of a batch whose statement broke off.
+const resolveWithin = 2 * time.Second
+
+// ResolveBatch decides a batch whose statement broke off, trying until ctx ends: each request
+// whose wallet id is in PostgreSQL was issued; a user holding the coupon under another id
+// already had it; the others were not issued (the statement was all or nothing).
+func (r *Repository) ResolveBatch(ctx context.Context, couponID uuid.UUID, users, wids []uuid.UUID) ([]Result, error) {
 	for {
 		rows, err := r.pool.Query(ctx, `SELECT w.id, w.user_id, w.issued_at FROM unnest($2::uuid[]) AS a(uid)
 			JOIN coupon_wallet w ON w.coupon_id = $1 AND w.user_id = a.uid`, couponID, users)

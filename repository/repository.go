@@ -44,7 +44,7 @@ func Open(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	// When a query's context ends, ask the server to cancel it and wait for its answer (the
 	// query's result, or its cancellation) rather than drop the connection at once: pgx's
 	// default returns at once and cancels asynchronously, so an issue statement could commit
-	// after the caller was told it had failed, and its re-read (resolveAfterFailure) ran
+	// after the caller was told it had failed, and its re-read (ResolveBatch) ran
 	// before the commit. Only a server that does not answer within cancelGrace leaves the
 	// outcome unknown.
 	cfg.ConnConfig.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {

@@ -470,7 +470,10 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (ran, 
 	}
 	if err != nil {
 		err = s.translate(err)
-		if !errors.Is(err, domain.ErrUnavailable) {
+		if errors.Is(err, domain.ErrOutcomeUnknown) {
+			go s.resolveLater(st, batch)
+		}
+		if !errors.Is(err, domain.ErrUnavailable) && !errors.Is(err, domain.ErrOutcomeUnknown) {
 			s.log.Error("issue batch", "coupon", st.coupon.Code, "size", len(batch), "err", err)
 		}
 		for _, r := range batch {
@@ -543,6 +546,41 @@ func (s *Service) answerUncertain(ctx context.Context, st *couponState, req *iss
 	}
 	return out
 }
+
+// resolveLater finds out, once PostgreSQL answers again, what became of a batch whose outcome
+// was unknown (its requests were answered OUTCOME_UNKNOWN), and records the holders, so that
+// their retries are answered 409 at once. It tries for resolveFor.
+func (s *Service) resolveLater(st *couponState, batch []*issueRequest) {
+	ctx, cancel := context.WithTimeout(context.Background(), resolveFor)
+	defer cancel()
+	users, wallets := make([]uuid.UUID, len(batch)), make([]uuid.UUID, len(batch))
+	for i, r := range batch {
+		users[i], wallets[i] = r.user, r.wallet
+	}
+	results, err := s.repo.ResolveBatch(ctx, st.coupon.ID, users, wallets)
+	if err != nil {
+		s.log.Error("batch outcome still unknown; the users' wallets tell", "coupon", st.coupon.Code, "users", len(users), "err", err)
+		return
+	}
+	var holders []uuid.UUID
+	issued := 0
+	st.mu.Lock()
+	for i, res := range results {
+		if res.Outcome == repository.Issued || res.Outcome == repository.AlreadyIssued {
+			st.holders[users[i]] = struct{}{}
+			holders = append(holders, users[i])
+		}
+		if res.Outcome == repository.Issued {
+			issued++
+		}
+	}
+	st.mu.Unlock()
+	s.publishFacts(st.coupon.Code, holders, false)
+	s.log.Warn("batch outcome resolved after OUTCOME_UNKNOWN answers", "coupon", st.coupon.Code, "users", len(users), "issued", issued)
+}
+
+// resolveFor bounds how long a batch of unknown outcome is looked into.
+const resolveFor = time.Minute
 
 // answerFromFacts answers every queued request of a coupon whose sold-out holder set is final:
 // 409 for a holder, 410 for anyone else. st.mu is held.

@@ -29,6 +29,7 @@ type Repository interface {
 	CouponByCode(ctx context.Context, code string) (domain.Coupon, error)
 	ListCoupons(ctx context.Context) ([]domain.Coupon, error)
 	IssueBatches(ctx context.Context, batches []repository.Batch) []repository.BatchOutcome
+	ResolveBatch(ctx context.Context, couponID uuid.UUID, users, wallets []uuid.UUID) ([]repository.Result, error)
 	HoldersOf(ctx context.Context, couponID uuid.UUID) ([]uuid.UUID, error)
 	UserWallet(ctx context.Context, userID uuid.UUID) ([]domain.WalletEntry, error)
 	Ping(ctx context.Context) error

@@ -5,6 +5,7 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -254,6 +255,75 @@ func (p *Postgres) Kill(tb testing.TB) {
 	if err := p.signalAndWait(syscall.SIGKILL); err != nil {
 		tb.Fatalf("testenv: kill postgres: %v", err)
 	}
+}
+
+// Pause freezes the server and its backends (SIGSTOP): connections stay open and nothing
+// answers, as when a database host stalls. Resume undoes it. It returns once every process of
+// the server is stopped. (Backends make themselves process group leaders: each is signalled.)
+func (p *Postgres) Pause(tb testing.TB) {
+	tb.Helper()
+	pid := p.postmasterPid(tb)
+	_ = syscall.Kill(pid, syscall.SIGSTOP) // first: no new backend is forked meanwhile
+	for _, child := range childrenOf(pid) {
+		_ = syscall.Kill(child, syscall.SIGSTOP)
+	}
+	WaitFor(tb, 5*time.Second, "every PostgreSQL process stopped", func() bool {
+		for _, q := range append(childrenOf(pid), pid) {
+			if st, ok := procField(q, 0); ok && st != "T" && st != "t" {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// Resume lets a paused server go on.
+func (p *Postgres) Resume(tb testing.TB) {
+	tb.Helper()
+	pid := p.postmasterPid(tb)
+	for _, child := range childrenOf(pid) {
+		_ = syscall.Kill(child, syscall.SIGCONT)
+	}
+	_ = syscall.Kill(pid, syscall.SIGCONT)
+}
+
+func (p *Postgres) postmasterPid(tb testing.TB) int {
+	tb.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		tb.Fatalf("testenv: postgres is not running")
+	}
+	return p.cmd.Process.Pid
+}
+
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(pid int) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		q, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, ok := procField(q, 1); ok && ppid == strconv.Itoa(pid) {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// procField returns field i after the command of /proc/pid/stat (0: state, 1: ppid, 2: pgrp).
+func procField(pid, i int) (string, bool) {
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return "", false
+	}
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(f) <= i {
+		return "", false
+	}
+	return f[i], true
 }
 
 // Start starts a stopped server again on the same port with the same data.
