@@ -54,25 +54,25 @@ const docTemplate = `{
                     "400": {
                         "description": "INVALID_REQUEST",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorInvalidRequest"
                         }
                     },
                     "401": {
                         "description": "UNAUTHORIZED",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorUnauthorized"
                         }
                     },
                     "409": {
                         "description": "COUPON_EXISTS",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorCouponExists"
                         }
                     },
                     "503": {
                         "description": "UNAVAILABLE",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorUnavailable"
                         }
                     }
                 }
@@ -125,31 +125,31 @@ const docTemplate = `{
                     "400": {
                         "description": "INVALID_REQUEST",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorInvalidRequest"
                         }
                     },
                     "401": {
                         "description": "UNAUTHORIZED",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorUnauthorized"
                         }
                     },
                     "404": {
                         "description": "COUPON_NOT_FOUND",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorCouponNotFound"
                         }
                     },
                     "409": {
                         "description": "STOCK_BELOW_ISSUED",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorStockBelowIssued"
                         }
                     },
                     "503": {
                         "description": "LOCK_TIMEOUT (with Retry-After) or UNAVAILABLE",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorLockTimeout"
                         }
                     }
                 }
@@ -182,13 +182,13 @@ const docTemplate = `{
                     "401": {
                         "description": "UNAUTHORIZED",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorUnauthorized"
                         }
                     },
                     "503": {
                         "description": "UNAVAILABLE",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorUnavailable"
                         }
                     }
                 }
@@ -231,25 +231,25 @@ const docTemplate = `{
                     "400": {
                         "description": "INVALID_REQUEST",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorInvalidRequest"
                         }
                     },
                     "401": {
                         "description": "UNAUTHORIZED",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorUnauthorized"
                         }
                     },
                     "409": {
                         "description": "COUPON_EXISTS (a schedule with that codePrefix exists)",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorCouponExists"
                         }
                     },
                     "503": {
                         "description": "UNAVAILABLE",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorUnavailable"
                         }
                     }
                 }
@@ -277,7 +277,7 @@ const docTemplate = `{
                     "503": {
                         "description": "UNAVAILABLE",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorUnavailable"
                         }
                     }
                 }
@@ -312,13 +312,13 @@ const docTemplate = `{
                     "404": {
                         "description": "COUPON_NOT_FOUND",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorCouponNotFound"
                         }
                     },
                     "503": {
                         "description": "UNAVAILABLE",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorUnavailable"
                         }
                     }
                 }
@@ -360,49 +360,49 @@ const docTemplate = `{
                     "201": {
                         "description": "Created",
                         "schema": {
-                            "$ref": "#/definitions/handler.WalletEntryResponse"
+                            "$ref": "#/definitions/handler.NewWalletEntryResponse"
                         }
                     },
                     "400": {
                         "description": "INVALID_REQUEST",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorInvalidRequest"
                         }
                     },
                     "403": {
                         "description": "EVENT_NOT_OPEN (before opensAt) or EVENT_CLOSED (after closesAt, or paused)",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorEventNotOpen"
                         }
                     },
                     "404": {
                         "description": "COUPON_NOT_FOUND",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorCouponNotFound"
                         }
                     },
                     "409": {
                         "description": "ALREADY_ISSUED",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorAlreadyIssued"
                         }
                     },
                     "410": {
                         "description": "SOLD_OUT",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorSoldOut"
                         }
                     },
                     "429": {
                         "description": "TOO_MANY_REQUESTS (with Retry-After)",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorTooManyRequests"
                         }
                     },
                     "503": {
                         "description": "LOCK_TIMEOUT (with Retry-After) or UNAVAILABLE",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorLockTimeout"
                         }
                     }
                 }
@@ -451,13 +451,13 @@ const docTemplate = `{
                     "400": {
                         "description": "INVALID_REQUEST",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorInvalidRequest"
                         }
                     },
                     "503": {
                         "description": "UNAVAILABLE",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorUnavailable"
                         }
                     }
                 }
@@ -505,43 +505,43 @@ const docTemplate = `{
                     "400": {
                         "description": "INVALID_REQUEST",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorInvalidRequest"
                         }
                     },
                     "403": {
                         "description": "NOT_OWNER",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorNotOwner"
                         }
                     },
                     "404": {
                         "description": "WALLET_NOT_FOUND",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorWalletNotFound"
                         }
                     },
                     "409": {
                         "description": "ALREADY_REDEEMED (for another order)",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorAlreadyRedeemed"
                         }
                     },
                     "410": {
                         "description": "EXPIRED",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorExpired"
                         }
                     },
                     "422": {
                         "description": "ORDER_BELOW_MINIMUM",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorOrderBelowMinimum"
                         }
                     },
                     "503": {
                         "description": "UNAVAILABLE",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorUnavailable"
                         }
                     }
                 }
@@ -604,7 +604,7 @@ const docTemplate = `{
                     "503": {
                         "description": "UNAVAILABLE",
                         "schema": {
-                            "$ref": "#/definitions/handler.ErrorResponse"
+                            "$ref": "#/definitions/handler.ErrorUnavailable"
                         }
                     }
                 }
@@ -744,30 +744,337 @@ const docTemplate = `{
                 }
             }
         },
-        "handler.ErrorBody": {
-            "type": "object",
-            "properties": {
-                "code": {
-                    "type": "string",
-                    "example": "SOLD_OUT"
-                },
-                "message": {
-                    "type": "string",
-                    "example": "no coupons left"
-                }
-            }
-        },
-        "handler.ErrorResponse": {
+        "handler.ErrorAlreadyIssued": {
             "type": "object",
             "properties": {
                 "error": {
-                    "$ref": "#/definitions/handler.ErrorBody"
+                    "type": "object",
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "example": "ALREADY_ISSUED"
+                        },
+                        "message": {
+                            "type": "string",
+                            "example": "this user already holds this coupon"
+                        }
+                    }
+                }
+            }
+        },
+        "handler.ErrorAlreadyRedeemed": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "example": "ALREADY_REDEEMED"
+                        },
+                        "message": {
+                            "type": "string",
+                            "example": "this wallet entry was redeemed for another order"
+                        }
+                    }
+                }
+            }
+        },
+        "handler.ErrorCouponExists": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "example": "COUPON_EXISTS"
+                        },
+                        "message": {
+                            "type": "string",
+                            "example": "a coupon (or schedule prefix) with this code exists"
+                        }
+                    }
+                }
+            }
+        },
+        "handler.ErrorCouponNotFound": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "example": "COUPON_NOT_FOUND"
+                        },
+                        "message": {
+                            "type": "string",
+                            "example": "no coupon with code \"A0001\""
+                        }
+                    }
+                }
+            }
+        },
+        "handler.ErrorEventNotOpen": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "example": "EVENT_NOT_OPEN"
+                        },
+                        "message": {
+                            "type": "string",
+                            "example": "the coupon's issuing window has not opened yet"
+                        }
+                    }
+                }
+            }
+        },
+        "handler.ErrorExpired": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "example": "EXPIRED"
+                        },
+                        "message": {
+                            "type": "string",
+                            "example": "this wallet entry has expired"
+                        }
+                    }
+                }
+            }
+        },
+        "handler.ErrorInvalidRequest": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "example": "INVALID_REQUEST"
+                        },
+                        "message": {
+                            "type": "string",
+                            "example": "invalid request: userId must be a UUID like 3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f"
+                        }
+                    }
+                }
+            }
+        },
+        "handler.ErrorLockTimeout": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "example": "LOCK_TIMEOUT"
+                        },
+                        "message": {
+                            "type": "string",
+                            "example": "the coupon is busy; nothing was issued, retry shortly"
+                        }
+                    }
+                }
+            }
+        },
+        "handler.ErrorNotOwner": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "example": "NOT_OWNER"
+                        },
+                        "message": {
+                            "type": "string",
+                            "example": "this wallet entry belongs to another user"
+                        }
+                    }
+                }
+            }
+        },
+        "handler.ErrorOrderBelowMinimum": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "example": "ORDER_BELOW_MINIMUM"
+                        },
+                        "message": {
+                            "type": "string",
+                            "example": "the order is below the coupon's minimum order amount"
+                        }
+                    }
+                }
+            }
+        },
+        "handler.ErrorSoldOut": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "example": "SOLD_OUT"
+                        },
+                        "message": {
+                            "type": "string",
+                            "example": "no coupons left"
+                        }
+                    }
+                }
+            }
+        },
+        "handler.ErrorStockBelowIssued": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "example": "STOCK_BELOW_ISSUED"
+                        },
+                        "message": {
+                            "type": "string",
+                            "example": "totalQuantity would be below what was already issued"
+                        }
+                    }
+                }
+            }
+        },
+        "handler.ErrorTooManyRequests": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "example": "TOO_MANY_REQUESTS"
+                        },
+                        "message": {
+                            "type": "string",
+                            "example": "this instance is at its in-flight limit; retry shortly"
+                        }
+                    }
+                }
+            }
+        },
+        "handler.ErrorUnauthorized": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "example": "UNAUTHORIZED"
+                        },
+                        "message": {
+                            "type": "string",
+                            "example": "admin routes need Authorization: Bearer \u003cADMIN_TOKEN\u003e"
+                        }
+                    }
+                }
+            }
+        },
+        "handler.ErrorUnavailable": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "example": "UNAVAILABLE"
+                        },
+                        "message": {
+                            "type": "string",
+                            "example": "a backing store is unreachable; nothing was issued, retry shortly"
+                        }
+                    }
+                }
+            }
+        },
+        "handler.ErrorWalletNotFound": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "example": "WALLET_NOT_FOUND"
+                        },
+                        "message": {
+                            "type": "string",
+                            "example": "no wallet entry with id \"01936b2e-7c1a-7d3e-9f00-0a1b2c3d4e5f\""
+                        }
+                    }
                 }
             }
         },
         "handler.IssueRequest": {
             "type": "object",
             "properties": {
+                "userId": {
+                    "type": "string",
+                    "example": "3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f"
+                }
+            }
+        },
+        "handler.NewWalletEntryResponse": {
+            "type": "object",
+            "properties": {
+                "couponCode": {
+                    "type": "string",
+                    "example": "A0001"
+                },
+                "discountAmount": {
+                    "type": "integer",
+                    "example": 10000
+                },
+                "expiresAt": {
+                    "type": "string",
+                    "example": "2026-12-21T13:00:00.123Z"
+                },
+                "id": {
+                    "type": "string",
+                    "example": "01936b2e-7c1a-7d3e-9f00-0a1b2c3d4e5f"
+                },
+                "issuedAt": {
+                    "type": "string",
+                    "example": "2026-11-21T13:00:00.123Z"
+                },
+                "orderId": {
+                    "description": "null until redeemed (the order's id then)",
+                    "x-nullable": true,
+                    "example": "null"
+                },
+                "redeemedAt": {
+                    "description": "null until redeemed (RFC 3339 then)",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "null"
+                },
                 "userId": {
                     "type": "string",
                     "example": "3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f"

@@ -142,10 +142,10 @@ func deref[T any](p *T, def T) T {
 //	@Security		AdminToken
 //	@Param			body	body		CreateCouponRequest	true	"the coupon"
 //	@Success		201		{object}	CouponResponse
-//	@Failure		400		{object}	ErrorResponse	"INVALID_REQUEST"
-//	@Failure		401		{object}	ErrorResponse	"UNAUTHORIZED"
-//	@Failure		409		{object}	ErrorResponse	"COUPON_EXISTS"
-//	@Failure		503		{object}	ErrorResponse	"UNAVAILABLE"
+//	@Failure		400		{object}	ErrorInvalidRequest	"INVALID_REQUEST"
+//	@Failure		401		{object}	ErrorUnauthorized	"UNAUTHORIZED"
+//	@Failure		409		{object}	ErrorCouponExists	"COUPON_EXISTS"
+//	@Failure		503		{object}	ErrorUnavailable	"UNAVAILABLE"
 //	@Router			/api/v1/admin/coupons [post]
 func (h *Handler) createCoupon(c *gin.Context) {
 	var req CreateCouponRequest
@@ -181,11 +181,11 @@ func (h *Handler) createCoupon(c *gin.Context) {
 //	@Param			code	path		string				true	"coupon code"	example(LUNCH-1)
 //	@Param			body	body		PatchCouponRequest	true	"the changes"
 //	@Success		200		{object}	CouponResponse
-//	@Failure		400		{object}	ErrorResponse	"INVALID_REQUEST"
-//	@Failure		401		{object}	ErrorResponse	"UNAUTHORIZED"
-//	@Failure		404		{object}	ErrorResponse	"COUPON_NOT_FOUND"
-//	@Failure		409		{object}	ErrorResponse	"STOCK_BELOW_ISSUED"
-//	@Failure		503		{object}	ErrorResponse	"LOCK_TIMEOUT (with Retry-After) or UNAVAILABLE"
+//	@Failure		400		{object}	ErrorInvalidRequest	"INVALID_REQUEST"
+//	@Failure		401		{object}	ErrorUnauthorized	"UNAUTHORIZED"
+//	@Failure		404		{object}	ErrorCouponNotFound	"COUPON_NOT_FOUND"
+//	@Failure		409		{object}	ErrorStockBelowIssued	"STOCK_BELOW_ISSUED"
+//	@Failure		503		{object}	ErrorLockTimeout	"LOCK_TIMEOUT (with Retry-After) or UNAVAILABLE"
 //	@Router			/api/v1/admin/coupons/{code} [patch]
 func (h *Handler) updateCoupon(c *gin.Context) {
 	var req PatchCouponRequest
@@ -218,10 +218,10 @@ func (h *Handler) updateCoupon(c *gin.Context) {
 //	@Security		AdminToken
 //	@Param			body	body		CreateScheduleRequest	true	"the schedule"
 //	@Success		201		{object}	ScheduleResponse
-//	@Failure		400		{object}	ErrorResponse	"INVALID_REQUEST"
-//	@Failure		401		{object}	ErrorResponse	"UNAUTHORIZED"
-//	@Failure		409		{object}	ErrorResponse	"COUPON_EXISTS (a schedule with that codePrefix exists)"
-//	@Failure		503		{object}	ErrorResponse	"UNAVAILABLE"
+//	@Failure		400		{object}	ErrorInvalidRequest	"INVALID_REQUEST"
+//	@Failure		401		{object}	ErrorUnauthorized	"UNAUTHORIZED"
+//	@Failure		409		{object}	ErrorCouponExists	"COUPON_EXISTS (a schedule with that codePrefix exists)"
+//	@Failure		503		{object}	ErrorUnavailable	"UNAVAILABLE"
 //	@Router			/api/v1/admin/schedules [post]
 func (h *Handler) createSchedule(c *gin.Context) {
 	var req CreateScheduleRequest
@@ -259,8 +259,8 @@ func (h *Handler) createSchedule(c *gin.Context) {
 //	@Produce	json
 //	@Security	AdminToken
 //	@Success	200	{array}		ScheduleResponse
-//	@Failure	401	{object}	ErrorResponse	"UNAUTHORIZED"
-//	@Failure	503	{object}	ErrorResponse	"UNAVAILABLE"
+//	@Failure	401	{object}	ErrorUnauthorized	"UNAUTHORIZED"
+//	@Failure	503	{object}	ErrorUnavailable	"UNAVAILABLE"
 //	@Router		/api/v1/admin/schedules [get]
 func (h *Handler) listSchedules(c *gin.Context) {
 	scs, err := h.svc.ListSchedules(c.Request.Context())

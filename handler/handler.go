@@ -156,7 +156,7 @@ func (h *Handler) healthz(c *gin.Context) {
 //	@Tags		ops
 //	@Produce	json
 //	@Success	200	{object}	StatusResponse
-//	@Failure	503	{object}	ErrorResponse	"UNAVAILABLE"
+//	@Failure	503	{object}	ErrorUnavailable	"UNAVAILABLE"
 //	@Router		/readyz [get]
 func (h *Handler) readyz(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
@@ -188,14 +188,14 @@ func (h *Handler) prometheus(c *gin.Context) {
 //	@Produce		json
 //	@Param			code	path		string			true	"coupon code"	example(A0001)
 //	@Param			body	body		IssueRequest	true	"who asks"
-//	@Success		201		{object}	WalletEntryResponse
-//	@Failure		400		{object}	ErrorResponse	"INVALID_REQUEST"
-//	@Failure		403		{object}	ErrorResponse	"EVENT_NOT_OPEN (before opensAt) or EVENT_CLOSED (after closesAt, or paused)"
-//	@Failure		404		{object}	ErrorResponse	"COUPON_NOT_FOUND"
-//	@Failure		409		{object}	ErrorResponse	"ALREADY_ISSUED"
-//	@Failure		410		{object}	ErrorResponse	"SOLD_OUT"
-//	@Failure		429		{object}	ErrorResponse	"TOO_MANY_REQUESTS (with Retry-After)"
-//	@Failure		503		{object}	ErrorResponse	"LOCK_TIMEOUT (with Retry-After) or UNAVAILABLE"
+//	@Success		201		{object}	NewWalletEntryResponse
+//	@Failure		400		{object}	ErrorInvalidRequest	"INVALID_REQUEST"
+//	@Failure		403		{object}	ErrorEventNotOpen	"EVENT_NOT_OPEN (before opensAt) or EVENT_CLOSED (after closesAt, or paused)"
+//	@Failure		404		{object}	ErrorCouponNotFound	"COUPON_NOT_FOUND"
+//	@Failure		409		{object}	ErrorAlreadyIssued	"ALREADY_ISSUED"
+//	@Failure		410		{object}	ErrorSoldOut	"SOLD_OUT"
+//	@Failure		429		{object}	ErrorTooManyRequests	"TOO_MANY_REQUESTS (with Retry-After)"
+//	@Failure		503		{object}	ErrorLockTimeout	"LOCK_TIMEOUT (with Retry-After) or UNAVAILABLE"
 //	@Router			/api/v1/coupons/{code}/issue [post]
 func (h *Handler) issueCoupon(c *gin.Context) {
 	var req IssueRequest
@@ -229,7 +229,7 @@ func (h *Handler) issueCoupon(c *gin.Context) {
 //	@Tags		coupons
 //	@Produce	json
 //	@Success	200	{array}		CouponResponse
-//	@Failure	503	{object}	ErrorResponse	"UNAVAILABLE"
+//	@Failure	503	{object}	ErrorUnavailable	"UNAVAILABLE"
 //	@Router		/api/v1/coupons [get]
 func (h *Handler) listCoupons(c *gin.Context) {
 	cs, err := h.svc.ListCoupons(c.Request.Context())
@@ -251,8 +251,8 @@ func (h *Handler) listCoupons(c *gin.Context) {
 //	@Produce	json
 //	@Param		code	path		string	true	"coupon code"	example(A0001)
 //	@Success	200		{object}	CouponResponse
-//	@Failure	404		{object}	ErrorResponse	"COUPON_NOT_FOUND"
-//	@Failure	503		{object}	ErrorResponse	"UNAVAILABLE"
+//	@Failure	404		{object}	ErrorCouponNotFound	"COUPON_NOT_FOUND"
+//	@Failure	503		{object}	ErrorUnavailable	"UNAVAILABLE"
 //	@Router		/api/v1/coupons/{code} [get]
 func (h *Handler) getCoupon(c *gin.Context) {
 	cp, err := h.svc.GetCoupon(c.Request.Context(), c.Param("code"))
@@ -271,8 +271,8 @@ func (h *Handler) getCoupon(c *gin.Context) {
 //	@Param		userId	path		string	true	"user id (UUID)"	example(3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f)
 //	@Param		status	query		string	false	"only entries in this status (usable = neither redeemed nor expired)"	Enums(usable, redeemed, expired)
 //	@Success	200		{array}		WalletEntryResponse
-//	@Failure	400		{object}	ErrorResponse	"INVALID_REQUEST"
-//	@Failure	503		{object}	ErrorResponse	"UNAVAILABLE"
+//	@Failure	400		{object}	ErrorInvalidRequest	"INVALID_REQUEST"
+//	@Failure	503		{object}	ErrorUnavailable	"UNAVAILABLE"
 //	@Router		/api/v1/users/{userId}/coupons [get]
 func (h *Handler) userWallet(c *gin.Context) {
 	userID, err := service.ParseUserID(c.Param("userId"))

@@ -57,10 +57,11 @@ type ErrorResponse struct {
 	Error ErrorBody `json:"error"`
 }
 
-// ErrorBody says what went wrong: a stable code for programs, a message for people.
+// ErrorBody says what went wrong: a stable code for programs, a message for people. It carries
+// no example: the OpenAPI document shows each code through its own type (openapi.go).
 type ErrorBody struct {
-	Code    string `json:"code" example:"SOLD_OUT"`
-	Message string `json:"message" example:"no coupons left"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
 }
 
 // StatusResponse is the body of the health endpoints.

@@ -42,13 +42,13 @@ type RedemptionResponse struct {
 //	@Param			walletId	path		string			true	"wallet entry id (UUID)"	example(01936b2e-7c1a-7d3e-9f00-0a1b2c3d4e5f)
 //	@Param			body		body		RedeemRequest	true	"owner and order"
 //	@Success		200			{object}	RedemptionResponse
-//	@Failure		400			{object}	ErrorResponse	"INVALID_REQUEST"
-//	@Failure		403			{object}	ErrorResponse	"NOT_OWNER"
-//	@Failure		404			{object}	ErrorResponse	"WALLET_NOT_FOUND"
-//	@Failure		409			{object}	ErrorResponse	"ALREADY_REDEEMED (for another order)"
-//	@Failure		410			{object}	ErrorResponse	"EXPIRED"
-//	@Failure		422			{object}	ErrorResponse	"ORDER_BELOW_MINIMUM"
-//	@Failure		503			{object}	ErrorResponse	"UNAVAILABLE"
+//	@Failure		400			{object}	ErrorInvalidRequest	"INVALID_REQUEST"
+//	@Failure		403			{object}	ErrorNotOwner	"NOT_OWNER"
+//	@Failure		404			{object}	ErrorWalletNotFound	"WALLET_NOT_FOUND"
+//	@Failure		409			{object}	ErrorAlreadyRedeemed	"ALREADY_REDEEMED (for another order)"
+//	@Failure		410			{object}	ErrorExpired	"EXPIRED"
+//	@Failure		422			{object}	ErrorOrderBelowMinimum	"ORDER_BELOW_MINIMUM"
+//	@Failure		503			{object}	ErrorUnavailable	"UNAVAILABLE"
 //	@Router			/api/v1/wallet/{walletId}/redeem [post]
 func (h *Handler) redeem(c *gin.Context) {
 	walletID, err := uuid.Parse(c.Param("walletId"))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the PostgreSQL server binaries, redis-server and nginx (the Ingress stand-in of the
 # bench and of the multi-instance tests) are installed (and, with the argument "test", what the
-# tests also need: JMeter with its HTTP sampler and a JDK for the JMeter 2.13 launcher): installs
+# tests also need: JMeter with its HTTP sampler and a JDK for the JMeter 2.13 launcher, and
+# Chromium for the Swagger UI browser test): installs
 # the Debian packages when they are missing and we are root, otherwise prints the exact command
 # and fails. nginx-light is installed with a /usr/sbin/policy-rc.d that exits 101, so that its
 # package does not start a server on port 80 (the tests run their own nginx on free ports).
@@ -29,6 +30,9 @@ if [ "${1:-}" = test ]; then
   command -v javac >/dev/null || missing+=(default-jdk-headless)
   # The partition fault test cuts an instance's Redis links by freezing socat relays.
   command -v socat >/dev/null || missing+=(socat)
+  # The Swagger UI test drives headless Chromium over CDP (swagger_ui_test.go); about 125 MB
+  # downloaded without the Recommends, which a headless run does not need.
+  command -v chromium >/dev/null || missing+=(chromium)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
