@@ -400,7 +400,7 @@ const docTemplate = `{
                         }
                     },
                     "503": {
-                        "description": "LOCK_TIMEOUT (with Retry-After) or UNAVAILABLE",
+                        "description": "LOCK_TIMEOUT (with Retry-After), UNAVAILABLE (nothing was issued) or OUTCOME_UNKNOWN (PostgreSQL went away before saying: check the wallet before retrying)",
                         "schema": {
                             "$ref": "#/definitions/handler.ErrorLockTimeout"
                         }

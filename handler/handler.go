@@ -195,7 +195,7 @@ func (h *Handler) prometheus(c *gin.Context) {
 //	@Failure		409		{object}	ErrorAlreadyIssued	"ALREADY_ISSUED"
 //	@Failure		410		{object}	ErrorSoldOut	"SOLD_OUT"
 //	@Failure		429		{object}	ErrorTooManyRequests	"TOO_MANY_REQUESTS (with Retry-After)"
-//	@Failure		503		{object}	ErrorLockTimeout	"LOCK_TIMEOUT (with Retry-After) or UNAVAILABLE"
+//	@Failure		503		{object}	ErrorLockTimeout	"LOCK_TIMEOUT (with Retry-After), UNAVAILABLE (nothing was issued) or OUTCOME_UNKNOWN (PostgreSQL went away before saying: check the wallet before retrying)"
 //	@Router			/api/v1/coupons/{code}/issue [post]
 func (h *Handler) issueCoupon(c *gin.Context) {
 	var req IssueRequest

@@ -3,6 +3,7 @@ package handler
 import (
 	"encoding/json"
 	"maps"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"couponsvc/docs"
+	"couponsvc/domain"
 )
 
 type openAPISchema struct {
@@ -97,5 +99,38 @@ func TestOpenAPIExamples(t *testing.T) {
 	}
 	if entry.Properties["id"].Example == nil || entry.Properties["issuedAt"].Example == nil {
 		t.Errorf("POST /api/v1/coupons/{code}/issue 201: the example lacks the entry's id or issuedAt: %+v", entry)
+	}
+}
+
+// The OpenAPI document's example bodies are the service's own: each example code in
+// openapi.go is a row of the domain's error table, with that row's message.
+func TestOpenAPIExamplesAreTheErrorTable(t *testing.T) {
+	src, err := os.ReadFile("openapi.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pairs := regexp.MustCompile(`(?s)Code\s+string\s+`+"`"+`json:"code" example:"([A-Z_]+)"`+"`"+
+		`\s+Message\s+string\s+`+"`"+`json:"message" example:"((?:[^"\\]|\\.)*)"`+"`").FindAllStringSubmatch(string(src), -1)
+	if len(pairs) < 10 {
+		t.Fatalf("found %d example bodies in openapi.go; the pattern no longer fits the file", len(pairs))
+	}
+	for _, p := range pairs {
+		code, msg := p[1], strings.ReplaceAll(p[2], `\"`, `"`)
+		e := domain.ByCode(code)
+		switch {
+		case e == nil:
+			t.Errorf("example code %s is not in the domain's error table", code)
+		case e.Detailed:
+			if !strings.HasPrefix(msg, e.Error()) {
+				t.Errorf("%s example %q does not read like the service's (%q...)", code, msg, e.Error())
+			}
+		case e.Param != "":
+			prefix, _, _ := strings.Cut(e.Message, "%q")
+			if !strings.HasPrefix(msg, prefix) {
+				t.Errorf("%s example %q, the service says %q", code, msg, e.Message)
+			}
+		case msg != e.Message:
+			t.Errorf("%s example %q, the service says %q", code, msg, e.Message)
+		}
 	}
 }
