@@ -74,9 +74,9 @@ func (k *keySet) KeyRead(ctx context.Context, kid string) (jwkset.JWK, error) {
 	if !errors.Is(err, jwkset.ErrKeyNotFound) {
 		return jwk, err
 	}
-	if !k.refresh(ctx, true) {
-		return jwk, err
-	}
+	// Read again whether or not this call fetched: a fetch that ended between the read above
+	// and now (within the pause, so this call makes none) may have brought kid.
+	k.refresh(ctx, true)
 	return k.Storage.KeyRead(ctx, kid)
 }
 
