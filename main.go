@@ -218,6 +218,7 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	}
 	verifier, err := identity(bgCtx, cfg, log)
 	if err != nil {
+		ln.Close()
 		return err
 	}
 	gin.SetMode(gin.ReleaseMode)
