@@ -242,7 +242,7 @@ func TestIdentityMode(t *testing.T) {
 		}
 	}
 
-	checkRotation(t, s)
+	checkRotation(t, s, aliceTok)
 }
 
 // refusal is a request that identity mode must refuse 401.
@@ -419,9 +419,10 @@ func checkRefusals(t *testing.T, s *identityStack, when string) {
 // checkRotation: the provider switches to a new key (an EC key, withdrawing the RSA key) without
 // announcing it. Tokens of the new key are refused until the service fetches the JWK Set again,
 // which a token with an unknown kid causes at most once per 10 s; then they are accepted, and
-// the withdrawn key's tokens are refused. Tokens with made-up kids cost the provider no more
-// than that one fetch per 10 s.
-func checkRotation(t *testing.T, s *identityStack) {
+// the withdrawn key's tokens are refused, remembered (an earlier token, verified and used
+// before: old) or not. Tokens with made-up kids cost the provider no more than that one fetch
+// per 10 s.
+func checkRotation(t *testing.T, s *identityStack, old string) {
 	t.Helper()
 	in := s.in
 	next, err := idp.NewKey("ES256")
@@ -455,6 +456,9 @@ func checkRotation(t *testing.T, s *identityStack) {
 	}
 	if a := sendAuth(t, "POST", in.base+"/api/v1/coupons/C0001/issue", s.mintWith(t, s.first, uuid.NewString()), ""); a.status != 401 {
 		t.Errorf("token of the withdrawn key: %d %s", a.status, a.body)
+	}
+	if a := sendAuth(t, "GET", in.base+"/api/v1/users/me/coupons", old, ""); a.status != 401 || !strings.Contains(a.header.Get("WWW-Authenticate"), "unknown key") {
+		t.Errorf("a token of the withdrawn key verified before the rotation: %d %s %q", a.status, a.body, a.header.Get("WWW-Authenticate"))
 	}
 	// A burst of made-up kids right after a fetch: refused at once, no fetch.
 	served := s.idp.Served()

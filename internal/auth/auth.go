@@ -12,12 +12,14 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/MicahParks/jwkset"
@@ -110,7 +112,14 @@ type Verifier struct {
 	keyfunc   keyfunc.Keyfunc
 	parser    *jwt.Parser
 	namespace uuid.UUID // of UserID, for this issuer
+	verified  *verified // tokens verified recently
+	now       func() time.Time
+	full      atomic.Int64 // full verifications (signature and claims)
 }
+
+// Verifications is how many tokens were verified in full (signature and claims), as opposed to
+// found among those verified recently.
+func (v *Verifier) Verifications() int64 { return v.full.Load() }
 
 // New checks cfg, fetches the JWK Set once (a provider that cannot be reached yet is logged and
 // tried again on the first token; the service starts anyway) and keeps it fresh until ctx ends.
@@ -134,18 +143,16 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
-	v := &Verifier{
-		cfg: cfg, keys: keys, keyfunc: kf,
-		parser: jwt.NewParser(
-			jwt.WithValidMethods(cfg.Algorithms),
-			jwt.WithIssuer(cfg.Issuer),
-			jwt.WithAudience(cfg.Audience),
-			jwt.WithExpirationRequired(),
-			jwt.WithIssuedAt(),
-			jwt.WithLeeway(cfg.ClockSkew),
-		),
-		namespace: Namespace(cfg.Issuer),
-	}
+	v := &Verifier{cfg: cfg, keys: keys, keyfunc: kf, namespace: Namespace(cfg.Issuer), verified: newVerified(cacheEntries), now: time.Now}
+	v.parser = jwt.NewParser(
+		jwt.WithValidMethods(cfg.Algorithms),
+		jwt.WithIssuer(cfg.Issuer),
+		jwt.WithAudience(cfg.Audience),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(cfg.ClockSkew),
+		jwt.WithTimeFunc(func() time.Time { return v.now() }),
+	)
 	keys.start(ctx)
 	return v, nil
 }
@@ -234,12 +241,21 @@ func (v *Verifier) Verify(ctx context.Context, authorization string) (Identity, 
 	if !compactJWS(raw) {
 		return Identity{}, &Error{Reason: ReasonMalformed, Message: "the bearer token is not a JWT (three base64url parts)"}
 	}
+	// A token verified recently against the same keys, and not expired, is not verified again.
+	sum := sha256.Sum256([]byte(raw))
+	gen, now := v.keys.generation(), v.now()
+	if id, ok := v.verified.get(sum, now, gen); ok {
+		return id, nil
+	}
+	v.full.Add(1)
 	var c claims
 	tok, err := v.parser.ParseWithClaims(raw, &c, v.keyfunc.KeyfuncCtx(ctx))
 	if err != nil {
 		return Identity{}, v.refusal(tok, err)
 	}
-	return Identity{User: v.UserID(c.Subject), Subject: c.Subject, CanRedeem: c.hasScope(v.cfg.RedeemScope)}, nil
+	id := Identity{User: v.UserID(c.Subject), Subject: c.Subject, CanRedeem: c.hasScope(v.cfg.RedeemScope)}
+	v.verified.put(sum, verifiedToken{id: id, expires: c.ExpiresAt.Time.Add(v.cfg.ClockSkew), keys: gen})
+	return id, nil
 }
 
 // refusal says why the parser refused a token.

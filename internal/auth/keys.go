@@ -2,10 +2,15 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/MicahParks/jwkset"
@@ -32,6 +37,11 @@ type keySet struct {
 	last     time.Time     // start of the last fetch, good or not
 	inflight chan struct{} // closed when the fetch under way ends; nil when none
 	fetches  int           // fetches started (tests)
+	digest   [sha256.Size]byte
+
+	// gen changes whenever the keys do (not on a fetch that brings the same set): tokens
+	// verified against another generation are verified again (cache.go).
+	gen atomic.Uint64
 }
 
 func newKeySet(cfg Config) *keySet {
@@ -139,8 +149,29 @@ func (k *keySet) fetch(ctx context.Context, done chan struct{}) {
 	for i, j := range keys {
 		kids[i] = j.Marshal().KID
 	}
+	if d := digestOf(keys); d != k.digest {
+		k.digest = d // only fetch writes it, one fetch at a time
+		k.gen.Add(1)
+	}
 	k.cfg.Log.Debug("JWK Set fetched", "url", k.cfg.JWKSURL, "kids", kids)
 }
+
+// digestOf identifies a set of keys whatever their order: the SHA-256 of their sorted JSON.
+func digestOf(keys []jwkset.JWK) [sha256.Size]byte {
+	docs := make([]string, 0, len(keys))
+	for _, j := range keys {
+		b, err := json.Marshal(j.Marshal())
+		if err != nil { // cannot happen for a key jwkset parsed; count it as a change
+			b = []byte(time.Now().String())
+		}
+		docs = append(docs, string(b))
+	}
+	slices.Sort(docs)
+	return sha256.Sum256([]byte(strings.Join(docs, "\n")))
+}
+
+// generation is the current keys' generation.
+func (k *keySet) generation() uint64 { return k.gen.Load() }
 
 // Fetches is how many times the set was fetched (tests).
 func (k *keySet) Fetches() int {
