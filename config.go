@@ -7,10 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
+	"couponsvc/internal/auth"
 	"couponsvc/internal/seal"
 	"couponsvc/lock"
 )
@@ -31,6 +33,8 @@ type config struct {
 	AdminToken    string
 	ClusterKey    seal.Key
 	LogLevel      slog.Level
+	// Auth is identity mode's configuration; Auth.JWKSURL empty: demo mode.
+	Auth auth.Config
 }
 
 // setting is one configuration variable with its contract default. A secret's value is never
@@ -54,6 +58,12 @@ var settings = []setting{
 	{"ADMIN_TOKEN", "", "bearer token for /api/v1/admin/*; empty disables those routes", true},
 	{"CLUSTER_KEY", "", "key (at least 32 bytes) the instances share to authenticate the requests they forward to each other and their notices on Redis; empty: nothing is authenticated (one instance, or a demo)", true},
 	{"LOG_LEVEL", "info", "debug, info, warn or error", false},
+	{"AUTH_JWKS_URL", "", "identity mode: the identity provider's JWK Set URL (empty: demo mode, identities not verified)", false},
+	{"AUTH_ISSUER", "", "identity mode: the exact iss of the provider's access tokens", false},
+	{"AUTH_AUDIENCE", "", "identity mode: the aud the access tokens must carry (this API)", false},
+	{"AUTH_ALGORITHMS", auth.DefaultAlgorithms, "identity mode: comma-separated accepted signature algorithms (" + strings.Join(auth.Algorithms, ", ") + ")", false},
+	{"AUTH_CLOCK_SKEW", auth.DefaultClockSkew.String(), "identity mode: leeway on the tokens' exp, nbf and iat (0 to 5m)", false},
+	{"AUTH_REDEEM_SCOPE", auth.DefaultRedeemScope, "identity mode: the scope of a service token that may redeem any user's coupon (an order service)", false},
 }
 
 func flagName(env string) string { return strings.ToLower(strings.ReplaceAll(env, "_", "-")) }
@@ -137,6 +147,42 @@ func loadConfig(name string, args []string, getenv func(string) string, stderr i
 	}
 	if err := cfg.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL"))); err != nil {
 		bad("LOG_LEVEL", "must be debug, info, warn or error")
+	}
+	cfg.Auth = auth.Config{JWKSURL: get("AUTH_JWKS_URL"), Issuer: get("AUTH_ISSUER"), Audience: get("AUTH_AUDIENCE"),
+		RedeemScope: get("AUTH_REDEEM_SCOPE")}
+	if cfg.Auth.JWKSURL == "" {
+		// Demo mode. A half-configured identity mode must not fall back to it silently.
+		for _, env := range []string{"AUTH_ISSUER", "AUTH_AUDIENCE"} {
+			if get(env) != "" {
+				bad(env, "is set but AUTH_JWKS_URL is not: set AUTH_JWKS_URL, AUTH_ISSUER and AUTH_AUDIENCE for identity mode, or none of them for the demo mode")
+			}
+		}
+	} else {
+		if u, err := url.Parse(cfg.Auth.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad("AUTH_JWKS_URL", "must be an http(s) URL such as https://id.example.com/realms/shop/protocol/openid-connect/certs")
+		}
+		for _, env := range []string{"AUTH_ISSUER", "AUTH_AUDIENCE"} {
+			if get(env) == "" {
+				bad(env, "is required in identity mode (AUTH_JWKS_URL is set)")
+			}
+		}
+	}
+	for _, a := range strings.Split(get("AUTH_ALGORITHMS"), ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			if err := auth.CheckAlgorithm(a); err != nil {
+				bad("AUTH_ALGORITHMS", err.Error())
+			}
+			cfg.Auth.Algorithms = append(cfg.Auth.Algorithms, a)
+		}
+	}
+	if len(cfg.Auth.Algorithms) == 0 {
+		bad("AUTH_ALGORITHMS", "lists no algorithm")
+	}
+	if cfg.Auth.ClockSkew, err = time.ParseDuration(get("AUTH_CLOCK_SKEW")); err != nil || cfg.Auth.ClockSkew < 0 || cfg.Auth.ClockSkew > 5*time.Minute {
+		bad("AUTH_CLOCK_SKEW", "must be a duration from 0 to 5m such as 30s")
+	}
+	if strings.ContainsAny(cfg.Auth.RedeemScope, " \t") || cfg.Auth.RedeemScope == "" {
+		bad("AUTH_REDEEM_SCOPE", "must be one scope name, without spaces")
 	}
 	if len(errs) > 0 {
 		return config{}, fmt.Errorf("configuration: %w", errors.Join(errs...))

@@ -20,6 +20,10 @@ func TestContract(t *testing.T) {
 	st := newStack(t, 1)
 	in := startInstance(t, st.env(nil))
 	user := uuid.New()
+	// Demo mode says once, at start, that identities are not verified.
+	if n := strings.Count(in.logs.String(), "identities are NOT verified"); n != 1 {
+		t.Errorf("demo mode logged the unverified-identity warning %d times, want 1:\n%s", n, in.logs.String())
+	}
 
 	// A coupon is issued once per user.
 	a := in.issue(t, "A0001", user)
@@ -45,6 +49,10 @@ func TestContract(t *testing.T) {
 		if a := in.issue(t, "A0001", user); a.status != http.StatusConflict || a.errorCode() != "ALREADY_ISSUED" {
 			t.Fatalf("retry %d: %d %s", i, a.status, a.body)
 		}
+	}
+	// Demo mode ignores Authorization on the user routes: the body says who asks.
+	if a := sendHeader(t, "POST", in.base+"/api/v1/coupons/A0001/issue", "Bearer not.a.token", `{"userId":"`+user.String()+`"}`, true); a.status != http.StatusConflict {
+		t.Fatalf("demo mode with an Authorization header: %d %s", a.status, a.body)
 	}
 
 	// Reads.
@@ -95,6 +103,7 @@ func TestContract(t *testing.T) {
 		{"body over 4 KiB", "POST", "/api/v1/coupons/A0001/issue", long, 400, "INVALID_REQUEST"},
 		{"unknown coupon read", "GET", "/api/v1/coupons/Z9999", "", 404, "COUPON_NOT_FOUND"},
 		{"wallet of non-UUID", "GET", "/api/v1/users/alice/coupons", "", 400, "INVALID_REQUEST"},
+		{"wallet of me in demo mode", "GET", "/api/v1/users/me/coupons", "", 400, "INVALID_REQUEST"},
 		{"unknown route", "GET", "/api/v2/coupons", "", 404, "NOT_FOUND"},
 		{"wrong method", "DELETE", "/api/v1/coupons", "", 405, "METHOD_NOT_ALLOWED"},
 	} {
@@ -117,7 +126,7 @@ func TestContract(t *testing.T) {
 		"/readyz":             `"ready"`,
 		"/swagger/index.html": "swagger-ui",
 		"/swagger/doc.json":   `/api/v1/coupons/{code}/issue`,
-		"/metrics":            `couponsvc_issue_total{coupon="A0001",result="already_issued"} 3`,
+		"/metrics":            `couponsvc_issue_total{coupon="A0001",result="already_issued"} 4`,
 	} {
 		if a := do(t, "GET", in.base+path, ""); a.status != 200 || !strings.Contains(string(a.body), want) {
 			t.Errorf("%s: %d, body lacks %s:\n%.400s", path, a.status, want, a.body)
@@ -286,6 +295,12 @@ func TestMigrateCommandAndConfig(t *testing.T) {
 	for _, bad := range []map[string]string{
 		{"LOCK_WAIT": "soon"}, {"LOCK_WAIT": "0s"}, {"LOCK_LEASE": "-1s"}, {"MAX_INFLIGHT": "0"},
 		{"LOG_LEVEL": "loud"}, {"SEED_DEMO_COUPONS": "maybe"}, {"REDIS_ADDRS": " , "},
+		// Identity mode half configured, or with an algorithm that must never be accepted.
+		{"AUTH_ISSUER": "https://id.example.com"}, {"AUTH_AUDIENCE": "couponsvc"},
+		{"AUTH_JWKS_URL": "https://id.example.com/jwks.json", "AUTH_ISSUER": "https://id.example.com"},
+		{"AUTH_JWKS_URL": "ftp://id.example.com/jwks.json", "AUTH_ISSUER": "https://id.example.com", "AUTH_AUDIENCE": "couponsvc"},
+		{"AUTH_ALGORITHMS": "RS256,HS256"}, {"AUTH_ALGORITHMS": "none"}, {"AUTH_ALGORITHMS": " , "},
+		{"AUTH_CLOCK_SKEW": "1h"}, {"AUTH_CLOCK_SKEW": "-1s"}, {"AUTH_REDEEM_SCOPE": "a b"},
 	} {
 		err := run(context.Background(), nil, func(k string) string { return bad[k] }, &logs, &logs)
 		if err == nil || !strings.Contains(err.Error(), "configuration") {

@@ -7,6 +7,11 @@
 //	@description	First-come-first-served coupon issuance: exactly the stock, never twice to one user, a 201 only after commit.
 //	@BasePath		/
 //
+//	@securityDefinitions.apikey	BearerAuth
+//	@in							header
+//	@name						Authorization
+//	@description				Identity mode (AUTH_JWKS_URL set): "Bearer " followed by an access token (a JWT) from the identity provider; the user is its subject. Demo mode: not needed, the user is the body's or the path's userId.
+//
 //	@securityDefinitions.apikey	AdminToken
 //	@in							header
 //	@name						Authorization
@@ -23,6 +28,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -34,6 +40,7 @@ import (
 	_ "couponsvc/docs" // the OpenAPI document served by /swagger
 	"couponsvc/handler"
 	"couponsvc/internal/arrival"
+	"couponsvc/internal/auth"
 	"couponsvc/internal/metrics"
 	"couponsvc/internal/notify"
 	"couponsvc/internal/peer"
@@ -154,6 +161,33 @@ func redactDSN(dsn string) string {
 	return fmt.Sprintf("postgres://%s@%s:%d/%s", c.User, c.Host, c.Port, c.Database)
 }
 
+// identity is the verifier of identity mode (nil in demo mode, which says so in one WARN line):
+// it fetches the provider's JWK Set now and keeps it fresh until ctx ends.
+func identity(ctx context.Context, cfg config, log *slog.Logger) (*auth.Verifier, error) {
+	if cfg.Auth.JWKSURL == "" {
+		log.Warn("demo mode: identities are NOT verified, the user is whoever the request says; " +
+			"set AUTH_JWKS_URL, AUTH_ISSUER and AUTH_AUDIENCE for identity mode (verified access tokens)")
+		return nil, nil
+	}
+	if u, _ := url.Parse(cfg.Auth.JWKSURL); u.Scheme != "https" && !isLoopback(u.Hostname()) {
+		log.Warn("AUTH_JWKS_URL is not https: anyone on the path to it can substitute the keys", "url", cfg.Auth.JWKSURL)
+	}
+	ac := cfg.Auth
+	ac.Log = log
+	v, err := auth.New(ctx, ac)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("identity mode: bearer tokens verified", "jwks_url", ac.JWKSURL, "issuer", ac.Issuer,
+		"audience", ac.Audience, "algorithms", ac.Algorithms, "clock_skew", ac.ClockSkew.String(), "redeem_scope", ac.RedeemScope)
+	return v, nil
+}
+
+func isLoopback(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
 func serve(ctx context.Context, cfg config, repo *repository.Repository, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -187,8 +221,14 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	if err := svc.Warm(ctx); err != nil {
 		log.Warn("loading coupons at start", "err", err) // they load on first use instead
 	}
+	verifier, err := identity(bgCtx, cfg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	gin.SetMode(gin.ReleaseMode)
-	h := handler.New(svc, m, log, handler.Config{MaxInFlight: cfg.MaxInFlight, AdminToken: cfg.AdminToken, ClusterKey: cfg.ClusterKey})
+	h := handler.New(svc, m, log, handler.Config{MaxInFlight: cfg.MaxInFlight, AdminToken: cfg.AdminToken,
+		ClusterKey: cfg.ClusterKey, Identity: verifier})
 
 	srv := &http.Server{
 		Addr:              cfg.HTTPAddr,
@@ -206,7 +246,7 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	log.Info("serving", "addr", ln.Addr().String(), "advertise", advertise, "version", version,
 		"redis_nodes", len(cfg.RedisAddrs), "lock_wait", cfg.LockWait.String(), "lock_lease", cfg.LockLease.String(),
 		"lock_watchdog_timeout", cfg.LockWatchdog.String(),
-		"database", redactDSN(cfg.DatabaseURL), "admin_api", cfg.AdminToken != "")
+		"database", redactDSN(cfg.DatabaseURL), "admin_api", cfg.AdminToken != "", "identity_mode", verifier != nil)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(arrival.Listen(ln)) }()

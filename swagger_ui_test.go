@@ -119,9 +119,15 @@ type browserUI struct {
 func openBrowser(t *testing.T, path string) *browserUI {
 	t.Helper()
 	budget, cancelBudget := context.WithTimeout(context.Background(), swaggerUITestBudget)
+	// Not t.TempDir: Chromium's helper processes may still write the profile for a moment
+	// after the browser exits, and TempDir's cleanup then fails the test.
+	profile, err := os.MkdirTemp("", "couponsvc-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(profile),
 		chromedp.WSURLReadTimeout(browserStartWait),
 		// As root (CI, these machines) Chromium's sandbox cannot start; the page is our own.
 		chromedp.NoSandbox,
@@ -139,6 +145,9 @@ func openBrowser(t *testing.T, path string) *browserUI {
 		cancelTab() // closes the tab and the browser, and waits for it to exit
 		cancelAlloc()
 		cancelBudget()
+		for deadline := time.Now().Add(5 * time.Second); os.RemoveAll(profile) != nil && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Millisecond)
+		}
 	})
 	// The first Run starts the browser, bound by browserStartWait (and the test's budget).
 	start := time.Now()

@@ -326,7 +326,12 @@ const docTemplate = `{
         },
         "/api/v1/coupons/{code}/issue": {
             "post": {
-                "description": "Issues one coupon of the given code to the user. A 201 is sent only after the wallet row is committed; any other answer left nothing behind. Retries by the same user always get 409.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Issues one coupon of the given code to the user. A 201 is sent only after the wallet row is committed; any other answer left nothing behind. Retries by the same user always get 409. Demo mode: the user is the body's userId. Identity mode: the user is the bearer token's; the body (or its userId) may be omitted, and a userId must be the token's user (403 FORBIDDEN).",
                 "consumes": [
                     "application/json"
                 ],
@@ -347,10 +352,9 @@ const docTemplate = `{
                         "required": true
                     },
                     {
-                        "description": "who asks",
+                        "description": "who asks (required in demo mode)",
                         "name": "body",
                         "in": "body",
-                        "required": true,
                         "schema": {
                             "$ref": "#/definitions/handler.IssueRequest"
                         }
@@ -369,8 +373,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/handler.ErrorInvalidRequest"
                         }
                     },
+                    "401": {
+                        "description": "UNAUTHORIZED (identity mode: no valid bearer token; with WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorUnauthorized"
+                        }
+                    },
                     "403": {
-                        "description": "EVENT_NOT_OPEN (before opensAt) or EVENT_CLOSED (after closesAt, or paused)",
+                        "description": "EVENT_NOT_OPEN (before opensAt), EVENT_CLOSED (after closesAt, or paused) or FORBIDDEN (identity mode: userId is not the token's user)",
                         "schema": {
                             "$ref": "#/definitions/handler.ErrorEventNotOpen"
                         }
@@ -408,8 +418,73 @@ const docTemplate = `{
                 }
             }
         },
+        "/api/v1/users/me/coupons": {
+            "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Identity mode: the wallet of the bearer token's user. In demo mode there is no caller, and \"me\" is not a user id (400).",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "wallet"
+                ],
+                "summary": "The caller's coupons (identity mode)",
+                "parameters": [
+                    {
+                        "enum": [
+                            "usable",
+                            "redeemed",
+                            "expired"
+                        ],
+                        "type": "string",
+                        "description": "only entries in this status (usable = neither redeemed nor expired)",
+                        "name": "status",
+                        "in": "query"
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "type": "array",
+                            "items": {
+                                "$ref": "#/definitions/handler.WalletEntryResponse"
+                            }
+                        }
+                    },
+                    "400": {
+                        "description": "INVALID_REQUEST",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorInvalidRequest"
+                        }
+                    },
+                    "401": {
+                        "description": "UNAUTHORIZED (identity mode; with WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorUnauthorized"
+                        }
+                    },
+                    "503": {
+                        "description": "UNAVAILABLE",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorUnavailable"
+                        }
+                    }
+                }
+            }
+        },
         "/api/v1/users/{userId}/coupons": {
             "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Identity mode: only the bearer token's user may read this wallet (403 FORBIDDEN for another user's); see also /api/v1/users/me/coupons.",
                 "produces": [
                     "application/json"
                 ],
@@ -454,6 +529,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/handler.ErrorInvalidRequest"
                         }
                     },
+                    "401": {
+                        "description": "UNAUTHORIZED (identity mode; with WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorUnauthorized"
+                        }
+                    },
+                    "403": {
+                        "description": "FORBIDDEN (identity mode: another user's wallet)",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorForbidden"
+                        }
+                    },
                     "503": {
                         "description": "UNAVAILABLE",
                         "schema": {
@@ -465,7 +552,12 @@ const docTemplate = `{
         },
         "/api/v1/wallet/{walletId}/redeem": {
             "post": {
-                "description": "Redeems the wallet entry on the order: only its owner, before it expires, on an order of at least the coupon's minOrderAmount. Idempotent per order: the same orderId again returns the same 200 body; another order gets 409. Of concurrent redemptions of one entry exactly one succeeds.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Redeems the wallet entry on the order: only its owner, before it expires, on an order of at least the coupon's minOrderAmount. Idempotent per order: the same orderId again returns the same 200 body; another order gets 409. Of concurrent redemptions of one entry exactly one succeeds. Identity mode: the caller is the owner (bearer token of the owner; userId may be omitted and must be the token's user) or an order service whose token carries the redeem scope (AUTH_REDEEM_SCOPE, default coupons:redeem; userId names the buyer).",
                 "consumes": [
                     "application/json"
                 ],
@@ -508,8 +600,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/handler.ErrorInvalidRequest"
                         }
                     },
+                    "401": {
+                        "description": "UNAUTHORIZED (identity mode; with WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorUnauthorized"
+                        }
+                    },
                     "403": {
-                        "description": "NOT_OWNER",
+                        "description": "NOT_OWNER, or FORBIDDEN (identity mode: userId is not the token's user)",
                         "schema": {
                             "$ref": "#/definitions/handler.ErrorNotOwner"
                         }
@@ -847,6 +945,24 @@ const docTemplate = `{
                         "message": {
                             "type": "string",
                             "example": "this wallet entry has expired"
+                        }
+                    }
+                }
+            }
+        },
+        "handler.ErrorForbidden": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "example": "FORBIDDEN"
+                        },
+                        "message": {
+                            "type": "string",
+                            "example": "forbidden: this is another user's wallet"
                         }
                     }
                 }
@@ -1253,6 +1369,12 @@ const docTemplate = `{
     "securityDefinitions": {
         "AdminToken": {
             "description": "\"Bearer \" followed by ADMIN_TOKEN; the admin routes exist only when ADMIN_TOKEN is set.",
+            "type": "apiKey",
+            "name": "Authorization",
+            "in": "header"
+        },
+        "BearerAuth": {
+            "description": "Identity mode (AUTH_JWKS_URL set): \"Bearer \" followed by an access token (a JWT) from the identity provider; the user is its subject. Demo mode: not needed, the user is the body's or the path's userId.",
             "type": "apiKey",
             "name": "Authorization",
             "in": "header"

@@ -40,6 +40,7 @@ var (
 	ErrCouponExists      = &Error{Status: 409, Code: "COUPON_EXISTS", Label: "exists", Message: "a coupon (or schedule prefix) with this code exists"}
 	ErrStockBelowIssued  = &Error{Status: 409, Code: "STOCK_BELOW_ISSUED", Label: "stock_below_issued", Message: "totalQuantity would be below what was already issued"}
 	ErrWalletNotFound    = &Error{Status: 404, Code: "WALLET_NOT_FOUND", Label: "not_found", Message: "no wallet entry with id %q", Param: "walletId"}
+	ErrForbidden         = &Error{Status: 403, Code: "FORBIDDEN", Label: "forbidden", Message: "forbidden", Detailed: true}
 	ErrNotOwner          = &Error{Status: 403, Code: "NOT_OWNER", Label: "not_owner", Message: "this wallet entry belongs to another user"}
 	ErrExpired           = &Error{Status: 410, Code: "EXPIRED", Label: "expired", Message: "this wallet entry has expired"}
 	ErrOrderBelowMinimum = &Error{Status: 422, Code: "ORDER_BELOW_MINIMUM", Label: "below_minimum", Message: "the order is below the coupon's minimum order amount"}
@@ -61,7 +62,7 @@ var Canceled = &Error{Status: 499, Code: "CANCELED", Label: "canceled", Message:
 
 // Errors lists the table, for the documentation and its tests.
 var Errors = []*Error{ErrInvalid, ErrCouponNotFound, ErrAlreadyIssued, ErrSoldOut, ErrEventNotOpen, ErrEventClosed,
-	ErrCouponExists, ErrStockBelowIssued, ErrWalletNotFound, ErrNotOwner, ErrExpired, ErrOrderBelowMinimum,
+	ErrCouponExists, ErrStockBelowIssued, ErrWalletNotFound, ErrForbidden, ErrNotOwner, ErrExpired, ErrOrderBelowMinimum,
 	ErrAlreadyRedeemed, ErrLockTimeout, ErrUnavailable, ErrOutcomeUnknown, ErrTooManyRequests, ErrUnauthorized, ErrNoRoute,
 	ErrMethodNotAllowed, Internal, Canceled}
 

@@ -17,11 +17,13 @@ import (
 	"time"
 
 	"couponsvc/internal/arrival"
+	"couponsvc/internal/auth"
 	"couponsvc/internal/metrics"
 	"couponsvc/internal/seal"
 	"couponsvc/service"
 
 	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -37,6 +39,8 @@ type Handler struct {
 	// adminToken is the SHA-256 of ADMIN_TOKEN; the admin routes exist only when it is set.
 	adminToken *[sha256.Size]byte
 	clusterKey seal.Key
+	// verifier checks bearer tokens in identity mode; nil: demo mode.
+	verifier *auth.Verifier
 }
 
 // Config tunes the HTTP layer.
@@ -44,6 +48,9 @@ type Config struct {
 	MaxInFlight int      // issue requests in progress at once; beyond it 429
 	AdminToken  string   // bearer token of the admin routes; empty: no admin routes
 	ClusterKey  seal.Key // authenticates the batches other instances forward (nil: none)
+	// Identity verifies the bearer tokens of the user routes (identity mode); nil: demo mode,
+	// where the user is whoever the request says.
+	Identity *auth.Verifier
 }
 
 // New returns the HTTP handler with every route registered.
@@ -51,7 +58,13 @@ func New(svc *service.Service, m *metrics.Metrics, log *slog.Logger, cfg Config)
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 4096
 	}
-	h := &Handler{svc: svc, metrics: m, log: log, inflight: make(chan struct{}, cfg.MaxInFlight), clusterKey: cfg.ClusterKey}
+	h := &Handler{svc: svc, metrics: m, log: log, inflight: make(chan struct{}, cfg.MaxInFlight), verifier: cfg.Identity,
+		clusterKey: cfg.ClusterKey}
+	if h.verifier != nil {
+		for _, r := range auth.Reasons { // every reason shows, at 0, from the start
+			m.AuthFailures.WithLabelValues(r)
+		}
+	}
 	if cfg.AdminToken != "" {
 		sum := sha256.Sum256([]byte(cfg.AdminToken))
 		h.adminToken = &sum
@@ -182,15 +195,17 @@ func (h *Handler) prometheus(c *gin.Context) {
 // issueCoupon godoc
 //
 //	@Summary		Issue a coupon to a user, first come first served
-//	@Description	Issues one coupon of the given code to the user. A 201 is sent only after the wallet row is committed; any other answer left nothing behind. Retries by the same user always get 409.
+//	@Description	Issues one coupon of the given code to the user. A 201 is sent only after the wallet row is committed; any other answer left nothing behind. Retries by the same user always get 409. Demo mode: the user is the body's userId. Identity mode: the user is the bearer token's; the body (or its userId) may be omitted, and a userId must be the token's user (403 FORBIDDEN).
 //	@Tags			coupons
 //	@Accept			json
 //	@Produce		json
+//	@Security		BearerAuth
 //	@Param			code	path		string			true	"coupon code"	example(A0001)
-//	@Param			body	body		IssueRequest	true	"who asks"
+//	@Param			body	body		IssueRequest	false	"who asks (required in demo mode)"
 //	@Success		201		{object}	NewWalletEntryResponse
 //	@Failure		400		{object}	ErrorInvalidRequest	"INVALID_REQUEST"
-//	@Failure		403		{object}	ErrorEventNotOpen	"EVENT_NOT_OPEN (before opensAt) or EVENT_CLOSED (after closesAt, or paused)"
+//	@Failure		401		{object}	ErrorUnauthorized	"UNAUTHORIZED (identity mode: no valid bearer token; with WWW-Authenticate)"
+//	@Failure		403		{object}	ErrorEventNotOpen	"EVENT_NOT_OPEN (before opensAt), EVENT_CLOSED (after closesAt, or paused) or FORBIDDEN (identity mode: userId is not the token's user)"
 //	@Failure		404		{object}	ErrorCouponNotFound	"COUPON_NOT_FOUND"
 //	@Failure		409		{object}	ErrorAlreadyIssued	"ALREADY_ISSUED"
 //	@Failure		410		{object}	ErrorSoldOut	"SOLD_OUT"
@@ -199,15 +214,11 @@ func (h *Handler) prometheus(c *gin.Context) {
 //	@Router			/api/v1/coupons/{code}/issue [post]
 func (h *Handler) issueCoupon(c *gin.Context) {
 	var req IssueRequest
-	if err := decodeJSON(c, maxBodyBytes, &req); err != nil {
+	if err := h.decodeBody(c, &req); err != nil {
 		h.writeServiceError(c, err)
 		return
 	}
-	if req.UserID == "" {
-		h.writeServiceError(c, errMissing("userId"))
-		return
-	}
-	userID, err := service.ParseUserID(req.UserID)
+	userID, err := userFor(c, req.UserID)
 	if err != nil {
 		h.writeServiceError(c, err)
 		return
@@ -265,21 +276,34 @@ func (h *Handler) getCoupon(c *gin.Context) {
 
 // userWallet godoc
 //
-//	@Summary	The coupons a user holds
-//	@Tags		wallet
-//	@Produce	json
-//	@Param		userId	path		string	true	"user id (UUID)"	example(3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f)
-//	@Param		status	query		string	false	"only entries in this status (usable = neither redeemed nor expired)"	Enums(usable, redeemed, expired)
-//	@Success	200		{array}		WalletEntryResponse
-//	@Failure	400		{object}	ErrorInvalidRequest	"INVALID_REQUEST"
-//	@Failure	503		{object}	ErrorUnavailable	"UNAVAILABLE"
-//	@Router		/api/v1/users/{userId}/coupons [get]
+//	@Summary		The coupons a user holds
+//	@Description	Identity mode: only the bearer token's user may read this wallet (403 FORBIDDEN for another user's); see also /api/v1/users/me/coupons.
+//	@Tags			wallet
+//	@Produce		json
+//	@Security		BearerAuth
+//	@Param			userId	path		string	true	"user id (UUID)"	example(3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f)
+//	@Param			status	query		string	false	"only entries in this status (usable = neither redeemed nor expired)"	Enums(usable, redeemed, expired)
+//	@Success		200		{array}		WalletEntryResponse
+//	@Failure		400		{object}	ErrorInvalidRequest	"INVALID_REQUEST"
+//	@Failure		401		{object}	ErrorUnauthorized	"UNAUTHORIZED (identity mode; with WWW-Authenticate)"
+//	@Failure		403		{object}	ErrorForbidden	"FORBIDDEN (identity mode: another user's wallet)"
+//	@Failure		503		{object}	ErrorUnavailable	"UNAVAILABLE"
+//	@Router			/api/v1/users/{userId}/coupons [get]
 func (h *Handler) userWallet(c *gin.Context) {
 	userID, err := service.ParseUserID(c.Param("userId"))
 	if err != nil {
 		h.writeServiceError(c, err)
 		return
 	}
+	if caller, ok := callerOf(c); ok && caller.User != userID {
+		h.writeServiceError(c, errForbidden("this is another user's wallet"))
+		return
+	}
+	h.wallet(c, userID)
+}
+
+// wallet answers the user's wallet entries, filtered by ?status=.
+func (h *Handler) wallet(c *gin.Context, userID uuid.UUID) {
 	status, err := service.ParseWalletStatus(c.Query("status"))
 	if err != nil {
 		h.writeServiceError(c, err)

@@ -19,7 +19,8 @@ import (
 // maxBodyBytes is the contract's limit on a request body.
 const maxBodyBytes = 4 << 10
 
-// IssueRequest is the body of an issue request.
+// IssueRequest is the body of an issue request. Demo mode: userId is required. Identity mode:
+// it may be omitted (the user is the bearer token's), and when present it must be the token's user.
 type IssueRequest struct {
 	UserID string `json:"userId" example:"3f2b8c1e-5d6a-4c7b-9e0f-1a2b3c4d5e6f"`
 }
@@ -97,7 +98,15 @@ func errMissing(field string) error {
 
 // decodeJSON reads at most limit bytes of body into v: one JSON object, no unknown fields, no
 // trailing data. Every failure is a domain.ErrInvalid that says what was wrong.
-func decodeJSON(c *gin.Context, limit int64, v any) error {
+func decodeJSON(c *gin.Context, limit int64, v any) error { return decodeJSONBody(c, limit, v, false) }
+
+// decodeBody decodes the body of a user route into v: in identity mode the body may be empty
+// (the user is the token's), in demo mode it is required.
+func (h *Handler) decodeBody(c *gin.Context, v any) error {
+	return decodeJSONBody(c, maxBodyBytes, v, h.verifier != nil)
+}
+
+func decodeJSONBody(c *gin.Context, limit int64, v any, optional bool) error {
 	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, limit))
 	var tooBig *http.MaxBytesError
 	switch {
@@ -105,6 +114,8 @@ func decodeJSON(c *gin.Context, limit int64, v any) error {
 		return fmt.Errorf("%w: body over %d bytes", domain.ErrInvalid, limit)
 	case err != nil:
 		return fmt.Errorf("%w: reading body: %v", domain.ErrInvalid, err)
+	case len(bytes.TrimSpace(body)) == 0 && optional:
+		return nil
 	case len(bytes.TrimSpace(body)) == 0:
 		return fmt.Errorf("%w: body is empty; send a JSON object", domain.ErrInvalid)
 	case bytes.TrimSpace(body)[0] != '{':

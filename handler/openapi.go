@@ -28,6 +28,12 @@ type (
 			Message string `json:"message" example:"the coupon's issuing window has not opened yet"`
 		} `json:"error"`
 	}
+	ErrorForbidden struct {
+		Error struct {
+			Code    string `json:"code" example:"FORBIDDEN"`
+			Message string `json:"message" example:"forbidden: this is another user's wallet"`
+		} `json:"error"`
+	}
 	ErrorNotOwner struct {
 		Error struct {
 			Code    string `json:"code" example:"NOT_OWNER"`

@@ -19,11 +19,14 @@ func (h *Handler) routes(r *gin.Engine) {
 	r.GET("/metrics", h.prometheus)
 
 	api := r.Group("/api/v1")
-	api.POST("/coupons/:code/issue", h.limitInFlight, h.issueCoupon)
+	// The user routes: in identity mode identify answers 401 unless a valid bearer token names
+	// the caller (identity.go); the coupon reads are public.
+	api.POST("/coupons/:code/issue", h.identify, h.limitInFlight, h.issueCoupon)
 	api.GET("/coupons", h.listCoupons)
 	api.GET("/coupons/:code", h.getCoupon)
-	api.GET("/users/:userId/coupons", h.userWallet)
-	api.POST("/wallet/:walletId/redeem", h.redeem)
+	api.GET("/users/me/coupons", h.identify, h.myWallet)
+	api.GET("/users/:userId/coupons", h.identify, h.userWallet)
+	api.POST("/wallet/:walletId/redeem", h.identify, h.redeem)
 
 	if h.adminToken != nil { // no token configured: the admin routes do not exist
 		admin := api.Group("/admin", h.requireAdmin)

@@ -105,3 +105,18 @@ func APIURL(args []string) string {
 		Prop(args, "host", DefaultHost), Prop(args, "port", DefaultPort),
 		Prop(args, "basePath", DefaultBasePath))
 }
+
+// WithTokens returns args that run the plan's identity-mode thread group instead of the demo one:
+// the CSV of users and tokens at file (userId,token per line, as go run ./cmd/tokens writes it),
+// with the threads args asked for (-Jthreads, default 500). The CSV needs threads x loops lines.
+func WithTokens(args []string, file string) ([]string, error) {
+	abs, err := filepath.Abs(file) // JMeter resolves a relative CSV path against the plan's directory
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return nil, fmt.Errorf("tokens: %w", err)
+	}
+	return append(append([]string(nil), args...), "-Jtokens="+abs,
+		"-JtokenThreads="+Prop(args, "threads", "500"), "-Jthreads=0"), nil
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,8 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"couponsvc/internal/idp"
 	"couponsvc/internal/testenv"
 )
 
@@ -36,6 +39,107 @@ const smokeRequests = 3300
 // the 201s equal the service's issuedQuantity and the wallet rows in PostgreSQL, tier A is sold
 // out at exactly its stock, and the service drains and exits 0 on SIGTERM.
 func TestJMeterSmoke(t *testing.T) {
+	requireJMeter(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	dsn := testenv.Database(t)
+	redis := testenv.NewRedisNodes(t, 3)
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	svc := startService(ctx, t, buildService(ctx, t, dir), dir, map[string]string{
+		"HTTP_ADDR":         addr,
+		"DATABASE_URL":      dsn,
+		"REDIS_ADDRS":       strings.Join(testenv.Addrs(redis), ","),
+		"SEED_DEMO_COUPONS": "true",
+		"LOG_LEVEL":         "warn",
+	})
+	smoke(ctx, t, dir, addr, dsn, nil)
+	stopService(t, svc)
+}
+
+// TestJMeterSmokeWithTokens is the smoke run against identity mode: the plan's token thread
+// group reads one user and bearer token per iteration from a CSV minted by a local identity
+// provider whose JWK Set the test serves; every request is verified, the same checks hold, and
+// every wallet row belongs to a user of the CSV.
+func TestJMeterSmokeWithTokens(t *testing.T) {
+	requireJMeter(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	key, err := idp.NewKey("RS256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var provider http.Handler = http.NotFoundHandler()
+	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { provider.ServeHTTP(w, r) }))
+	defer jwks.Close()
+	p, err := idp.New(jwks.URL, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	provider = p
+	// One user per iteration, as cmd/tokens writes them.
+	users := make([]string, smokeIterations)
+	subs := make([]string, smokeIterations)
+	for i := range subs {
+		subs[i] = uuid.NewString()
+		users[i] = subs[i]
+	}
+	toks, err := p.MintAll(subs, idp.Claims{Audience: []string{"couponsvc"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var csv strings.Builder
+	for i := range toks {
+		fmt.Fprintf(&csv, "%s,%s\n", users[i], toks[i])
+	}
+	csvPath := filepath.Join(dir, "tokens.csv")
+	if err := os.WriteFile(csvPath, []byte(csv.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	dsn := testenv.Database(t)
+	redis := testenv.NewRedisNodes(t, 3)
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	svc := startService(ctx, t, buildService(ctx, t, dir), dir, map[string]string{
+		"HTTP_ADDR":         addr,
+		"DATABASE_URL":      dsn,
+		"REDIS_ADDRS":       strings.Join(testenv.Addrs(redis), ","),
+		"SEED_DEMO_COUPONS": "true",
+		"LOG_LEVEL":         "warn",
+		"AUTH_JWKS_URL":     jwks.URL + "/jwks.json",
+		"AUTH_ISSUER":       jwks.URL,
+		"AUTH_AUDIENCE":     "couponsvc",
+	})
+	// A request without a token is refused: the service checks identities.
+	if resp, err := http.Post("http://"+addr+"/api/v1/coupons/A0001/issue", "application/json",
+		strings.NewReader(`{"userId":"`+users[0]+`"}`)); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("identity mode without a token: %v %v", resp, err)
+	}
+	smoke(ctx, t, dir, addr, dsn, func(args []string) []string {
+		args, err := WithTokens(args, csvPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return args
+	})
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var strangers int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM coupon_wallet WHERE NOT (user_id::text = ANY($1))`, users).Scan(&strangers); err != nil {
+		t.Fatal(err)
+	}
+	if strangers != 0 {
+		t.Errorf("%d wallet rows belong to users outside the tokens' CSV", strangers)
+	}
+	stopService(t, svc)
+}
+
+func requireJMeter(t *testing.T) {
+	t.Helper()
 	if !Installed() {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("CI=true but %v", ErrNoJMeter)
@@ -45,24 +149,22 @@ func TestJMeterSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipping the JMeter smoke run in -short mode")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+}
 
-	dir := t.TempDir()
-	bin := buildService(ctx, t, dir)
-	dsn := testenv.Database(t)
-	redis := testenv.NewRedisNodes(t, 3)
-	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	svc := startService(ctx, t, bin, dir, map[string]string{
-		"HTTP_ADDR":         addr,
-		"DATABASE_URL":      dsn,
-		"REDIS_ADDRS":       strings.Join(testenv.Addrs(redis), ","),
-		"SEED_DEMO_COUPONS": "true",
-		"LOG_LEVEL":         "warn",
-	})
+// smokeIterations is threads x loops of smokeProps: one fresh user each.
+const smokeIterations = 50 * 60
 
+// smoke runs the plan with smokeProps against the service at addr (edit, when given, changes the
+// JMeter arguments) and checks the run end to end: the plan loads and runs, every answer is
+// 201/409/410, the 201s equal the service's issuedQuantity and the wallet rows in PostgreSQL,
+// tier A is sold out at exactly its stock.
+func smoke(ctx context.Context, t *testing.T, dir, addr, dsn string, edit func([]string) []string) {
+	t.Helper()
 	host, port, _ := strings.Cut(addr, ":")
 	args := append([]string{"-Jprotocol=http", "-Jhost=" + host, "-Jport=" + port}, smokeProps...)
+	if edit != nil {
+		args = edit(args)
+	}
 	api := APIURL(args)
 	before, err := FetchCoupons(ctx, api)
 	if err != nil {
@@ -114,8 +216,11 @@ func TestJMeterSmoke(t *testing.T) {
 		}
 	}
 	checkWallets(ctx, t, dsn, s)
+}
 
-	// Contract: SIGTERM drains and exits 0.
+// stopService is the contract's SIGTERM: the service drains and exits 0.
+func stopService(t *testing.T, svc *service) {
+	t.Helper()
 	if err := svc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -172,7 +172,7 @@ func (o *objects) secretName(t *testing.T, base string) string {
 // checks that hold whatever the variant.
 func TestEveryKustomization(t *testing.T) {
 	dirs := kustomizations(t)
-	for _, want := range []string{".", "base", "autoscale"} {
+	for _, want := range []string{".", "base", "autoscale", "production"} {
 		if !slices.Contains(dirs, want) {
 			t.Errorf("no kustomization in %s (found %v)", want, dirs)
 		}
@@ -229,6 +229,69 @@ func TestBase(t *testing.T) {
 	}
 }
 
+// TestDemoMode: the minikube demo (k8s/, k8s/autoscale) stays in demo mode with the demo
+// coupons: no AUTH_* setting, SEED_DEMO_COUPONS=true.
+func TestDemoMode(t *testing.T) {
+	for _, dir := range []string{".", "autoscale"} {
+		o := render(t, dir)
+		env := apiEnvironment(t, o, o.deployments["coupon-api"].Spec.Template.Spec.Containers[0])
+		for k := range env.values {
+			if strings.HasPrefix(k, "AUTH_") {
+				t.Errorf("%s: %s is set; the minikube demo runs in demo mode", dir, k)
+			}
+		}
+		if env.values["SEED_DEMO_COUPONS"] != "true" {
+			t.Errorf("%s: SEED_DEMO_COUPONS=%q, want true (the walk-through issues A0001)", dir, env.values["SEED_DEMO_COUPONS"])
+		}
+	}
+}
+
+// TestProduction: the production overlay is the base with identity mode on (every AUTH_*
+// setting the service needs, a JWK Set over https, accepted by the service's own checks) and
+// the demo coupons off; nothing else changes.
+func TestProduction(t *testing.T) {
+	o := render(t, "production")
+	base := render(t, "base")
+	// The same objects; the ConfigMap's name differs by its content hash.
+	unhashed := func(names []string) []string {
+		out := make([]string, len(names))
+		for i, n := range names {
+			out[i] = regexp.MustCompile(`^(ConfigMap/couponsvc-config)-[a-z0-9]+$`).ReplaceAllString(n, "$1")
+		}
+		return out
+	}
+	if !slices.Equal(unhashed(o.names), unhashed(base.names)) {
+		t.Errorf("production renders %v, want the base's objects %v", o.names, base.names)
+	}
+	env := apiEnvironment(t, o, o.deployments["coupon-api"].Spec.Template.Spec.Containers[0])
+	if env.values["SEED_DEMO_COUPONS"] != "false" {
+		t.Errorf("SEED_DEMO_COUPONS=%q, want false", env.values["SEED_DEMO_COUPONS"])
+	}
+	for _, k := range []string{"AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_ALGORITHMS", "AUTH_CLOCK_SKEW", "AUTH_REDEEM_SCOPE"} {
+		if env.values[k] == "" {
+			t.Errorf("%s is not set: identity mode needs it", k)
+		}
+	}
+	if u := env.values["AUTH_JWKS_URL"]; !strings.HasPrefix(u, "https://") {
+		t.Errorf("AUTH_JWKS_URL %q: the keys must come over https", u)
+	}
+	if iss := env.values["AUTH_ISSUER"]; !strings.HasPrefix(env.values["AUTH_JWKS_URL"], strings.TrimSuffix(iss, "/")+"/") {
+		t.Errorf("AUTH_JWKS_URL %q is not under AUTH_ISSUER %q (a provider publishes its keys under its issuer)", env.values["AUTH_JWKS_URL"], iss)
+	}
+	for _, a := range strings.Split(env.values["AUTH_ALGORITHMS"], ",") {
+		if a = strings.TrimSpace(a); strings.HasPrefix(strings.ToUpper(a), "HS") || strings.EqualFold(a, "none") {
+			t.Errorf("AUTH_ALGORITHMS allows %q", a)
+		}
+	}
+	// Everything else is the base's.
+	baseEnv := apiEnvironment(t, base, base.deployments["coupon-api"].Spec.Template.Spec.Containers[0])
+	for k, v := range baseEnv.values {
+		if k != "SEED_DEMO_COUPONS" && env.values[k] != v {
+			t.Errorf("%s = %q, the base has %q", k, env.values[k], v)
+		}
+	}
+}
+
 func TestAutoscale(t *testing.T) {
 	o := render(t, "autoscale")
 	base := render(t, ".")
@@ -260,7 +323,7 @@ func TestKubectlRendersTheSame(t *testing.T) {
 	if err != nil {
 		t.Skip("kubectl not installed; the Go API render above is the check")
 	}
-	for _, dir := range []string{".", "autoscale"} {
+	for _, dir := range []string{".", "autoscale", "production"} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		out, err := exec.CommandContext(ctx, kubectl, "kustomize", dir).Output()
 		timedOut := ctx.Err() != nil

@@ -41,6 +41,10 @@ type workload struct {
 	extra   []couponDef    // coupons to create besides the seeded tiers
 	stock   map[string]int // stock of every coupon the workload asks for
 	opening *opening       // W6: a coupon created through the admin API, opening later
+	// identity: the instances run in identity mode, trusting a JWK Set the bench serves, and
+	// every request carries its user's token, tokens[i] for reqs[i] (W7).
+	identity bool
+	tokens   []string
 	// eligibleNs: only requests sent at or after it (since the load started) count as askers
 	// in the FCFS figures (W6: the opening; before it no request can win).
 	eligibleNs int64
@@ -57,12 +61,15 @@ type opening struct {
 }
 
 // allWorkloads are the workloads the bench knows, in the order they run.
-var allWorkloads = []string{"W1", "W2", "W3", "W4", "W5", "W6"}
+var allWorkloads = []string{"W1", "W2", "W3", "W4", "W5", "W6", "W7"}
 
 // referenceSkips says why the reference design does not run a workload ("" when it does).
 func referenceSkips(name string) string {
-	if name == "W6" {
+	switch name {
+	case "W6":
 		return "the reference design has no issuing windows (opensAt)"
+	case "W7":
+		return "the reference design has no identity mode"
 	}
 	return ""
 }
@@ -73,15 +80,19 @@ var demoStock = map[string]int{"A0001": 300, "B0001": 2000, "C0001": 10000}
 func buildWorkload(name string, quick bool) *workload {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 42))
 	switch name {
-	case "W1": // sold-out crowd: distinct users on A0001 (stock 300)
+	case "W1", "W7": // sold-out crowd: distinct users on A0001 (stock 300); W7 with identity on
 		users, clients := 10000, 200
 		if quick {
 			users, clients = 2000, 50
 		}
-		w := &workload{name: name, clients: clients, stock: map[string]int{"A0001": 300},
+		w := &workload{name: name, clients: clients, stock: map[string]int{"A0001": 300}, identity: name == "W7",
 			title: fmt.Sprintf("sold-out crowd: %s distinct users on A0001 (stock 300), %d clients", thousands(users), clients)}
+		if w.identity {
+			w.title = "W1 with identity on: the same crowd against instances in identity mode, each request with its user's bearer token " +
+				"(RS256, 2048-bit key, verified against a JWK Set the bench serves; couponsvc only)"
+		}
 		for range users {
-			w.reqs = append(w.reqs, issueReq{"A0001", uuid.New()})
+			w.reqs = append(w.reqs, issueReq{code: "A0001", user: uuid.New()})
 		}
 		return w
 	case "W2": // released at once on a fresh coupon of stock 100
@@ -93,7 +104,7 @@ func buildWorkload(name string, quick bool) *workload {
 			stock: map[string]int{"HUNDRED": stock},
 			title: fmt.Sprintf("%s users released at once on a fresh coupon of stock %d", thousands(users), stock)}
 		for range users {
-			w.reqs = append(w.reqs, issueReq{"HUNDRED", uuid.New()})
+			w.reqs = append(w.reqs, issueReq{code: "HUNDRED", user: uuid.New()})
 		}
 		return w
 	case "W3": // mixed tiers, 20% retries by users who already asked
@@ -117,7 +128,7 @@ func buildWorkload(name string, quick bool) *workload {
 		w.stock = map[string]int{code: stock}
 		w.title = fmt.Sprintf("%s users on %s (stock %s), %d clients", thousands(users), code, thousands(stock), clients)
 		for range users {
-			w.reqs = append(w.reqs, issueReq{code, uuid.New()})
+			w.reqs = append(w.reqs, issueReq{code: code, user: uuid.New()})
 		}
 		return w
 	case "W5": // many coupons at once: each user asks for one of 100 coupons, at random
@@ -135,7 +146,7 @@ func buildWorkload(name string, quick bool) *workload {
 			w.stock[codes[i]] = stock
 		}
 		for range users {
-			w.reqs = append(w.reqs, issueReq{codes[rng.IntN(coupons)], uuid.New()})
+			w.reqs = append(w.reqs, issueReq{code: codes[rng.IntN(coupons)], user: uuid.New()})
 		}
 		return w
 	case "W6": // the opening moment (couponsvc only: the reference has no issuing windows)
@@ -165,7 +176,7 @@ func mixedRequests(rng *rand.Rand, total, nUsers, clients int) []issueReq {
 	pairs := make([]issueReq, 0, nUsers*len(tiers))
 	for _, u := range users {
 		for _, t := range tiers {
-			pairs = append(pairs, issueReq{t, u})
+			pairs = append(pairs, issueReq{code: t, user: u})
 		}
 	}
 	rng.Shuffle(len(pairs), func(i, j int) { pairs[i], pairs[j] = pairs[j], pairs[i] })
@@ -371,7 +382,11 @@ func (lc *loadClient) drive(ctx context.Context, base string, wl *workload, limi
 	samples := make([]sample, n)
 	reqs := make([][]byte, n)
 	for i, r := range wl.reqs {
-		reqs[i] = lc.issueRequest(r)
+		var token string
+		if wl.tokens != nil {
+			token = wl.tokens[i]
+		}
+		reqs[i] = lc.issueRequest(r, token)
 	}
 	var next atomic.Int64
 	var capped atomic.Bool
@@ -445,10 +460,15 @@ func (lc *loadClient) send(ctx context.Context, k int, req []byte, s *sample, st
 	}
 }
 
-// issueRequest is the HTTP/1.1 request of r, prebuilt.
-func (lc *loadClient) issueRequest(r issueReq) []byte {
+// issueRequest is the HTTP/1.1 request of r, prebuilt; with a token, the user's bearer token
+// (the body names the same user: identity mode accepts that, and checks it is the token's).
+func (lc *loadClient) issueRequest(r issueReq, token string) []byte {
 	body := `{"userId":"` + r.user.String() + `"}`
-	return []byte("POST /api/v1/coupons/" + r.code + "/issue HTTP/1.1\r\nHost: " + lc.addr +
+	var auth string
+	if token != "" {
+		auth = "\r\nAuthorization: Bearer " + token
+	}
+	return []byte("POST /api/v1/coupons/" + r.code + "/issue HTTP/1.1\r\nHost: " + lc.addr + auth +
 		"\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
 }
 
@@ -482,8 +502,8 @@ func (lc *loadClient) driveOpening(ctx context.Context, wl *workload) (loadResul
 					capped.Store(true)
 					return
 				}
-				x := sent{req: issueReq{op.code, uuid.New()}}
-				lc.send(ctx, k, lc.issueRequest(x.req), &x.s, start)
+				x := sent{req: issueReq{code: op.code, user: uuid.New()}}
+				lc.send(ctx, k, lc.issueRequest(x.req, ""), &x.s, start)
 				perClient[k] = append(perClient[k], x)
 				if x.s.status == http.StatusGone {
 					soldOut.Store(true)

@@ -6,16 +6,17 @@
 // It starts a throwaway durable PostgreSQL and three redis-servers, builds couponsvc and runs it
 // as subprocesses (so their RSS can be read from /proc), runs the reference design the same way
 // (this binary re-executed with the hidden argument "reference-server"), drives the four
-// workloads of issue 4 and two more (W5: 100 coupons at once; W6: the opening moment of a
-// coupon created through the admin API, couponsvc only) with a built-in load generator, and
-// checks the invariants in PostgreSQL after each one.
+// workloads of issue 4 and three more (W5: 100 coupons at once; W6: the opening moment of a
+// coupon created through the admin API, couponsvc only; W7: the sold-out crowd W1 with identity
+// on, every request with its user's bearer token, couponsvc only) with a built-in load
+// generator, and checks the invariants in PostgreSQL after each one.
 //
 // Each design runs in each deployment: one instance reached directly, one instance behind an
 // nginx configured like ingress-nginx (internal/testenv.StartNginx), and N instances behind it
 // (-instances, default 3), all instances of a run on the same PostgreSQL and the same three
 // Redis nodes, each run on a fresh database and empty Redis nodes.
 //
-//	go run ./cmd/bench [-workloads W1,W2,W3,W4,W5,W6] [-designs couponsvc,reference]
+//	go run ./cmd/bench [-workloads W1,W2,W3,W4,W5,W6,W7] [-designs couponsvc,reference]
 //	    [-deployments direct,nginx-1,nginx-N] [-instances 3] [-quick] [-out FILE]
 package main
 
@@ -45,7 +46,7 @@ const (
 
 // options is what one bench run does.
 type options struct {
-	Workloads    []string      // W1..W6
+	Workloads    []string      // W1..W7
 	Designs      []string      // couponsvc, reference
 	Deployments  []deployment  // how the instances are reached; none = one instance, direct
 	Quick        bool          // scaled-down sizes

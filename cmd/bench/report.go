@@ -30,6 +30,7 @@ type result struct {
 	notes            []string
 	loadAvg          string       // the machine's 1-minute load average just before the run
 	open             *openingFigs // W6 only
+	cpuSeconds       float64      // the instances' CPU time during the load phase (NaN: unknown)
 
 	lats []int64 // sorted latencies of answered requests (lazily)
 }
@@ -338,7 +339,7 @@ func (rep *report) markdown() string {
 			fmt.Fprintf(&b, "- **%s** %s\n", r.workload.name, r.workload.title)
 		}
 	}
-	b.WriteString("\nDesigns: **couponsvc** (this repository's binary, subprocesses, LOG_LEVEL=warn, other settings at their defaults; ADMIN_TOKEN set in W6); " +
+	b.WriteString("\nDesigns: **couponsvc** (this repository's binary, subprocesses, LOG_LEVEL=warn, other settings at their defaults; ADMIN_TOKEN set in W6; identity mode in W7); " +
 		"**reference** (a Go port of the Spring + Redisson design: Gin, pgx pool defaults, redsync v4 mutex with default options over the same three Redis nodes; " +
 		"every request takes the coupon's lock, then SELECT coupon, check stock, check wallet, INSERT, UPDATE in one transaction; " +
 		refPoolText(rep.opts.RefRedisPool) + "). " +
@@ -404,6 +405,9 @@ func (rep *report) markdown() string {
 		if len(r.workload.stock) > 1 && r.workload.opening == nil {
 			notes = append(notes, r.stockText())
 		}
+		if c := r.cpuPerRequest(); c >= 0 {
+			notes = append(notes, fmt.Sprintf("CPU of the instances during the load: %s µs per request (process_cpu_seconds_total)", fmtMicros(c)))
+		}
 		for _, n := range append(notes, r.byAnswer()) {
 			fmt.Fprintf(&b, "\n- %s: %s", who, n)
 		}
@@ -415,6 +419,10 @@ func (rep *report) markdown() string {
 
 	if t := rep.openingTable(); t != "" {
 		b.WriteString("\n### The opening moment (W6)\n\n")
+		b.WriteString(t)
+	}
+	if t := rep.identityTable(); t != "" {
+		b.WriteString("\n### Identity mode: what verifying tokens costs (W7 vs W1, same run)\n\n")
 		b.WriteString(t)
 	}
 	for _, dep := range rep.deployments() {

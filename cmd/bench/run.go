@@ -196,6 +196,14 @@ func runOne(ctx context.Context, o options, e *env, design string, dep deploymen
 	if wl.opening != nil {
 		extraEnv = append(slices.Clone(extraEnv), "ADMIN_TOKEN="+adminToken)
 	}
+	if wl.identity {
+		idEnv, stopIdentity, err := startIdentity(o, wl)
+		if err != nil {
+			return nil, fmt.Errorf("identity provider: %w", err)
+		}
+		defer stopIdentity()
+		extraEnv = append(slices.Clone(extraEnv), idEnv...)
+	}
 	var srvs []*server
 	defer func() {
 		for _, s := range srvs {
@@ -233,6 +241,7 @@ func runOne(ctx context.Context, o options, e *env, design string, dep deploymen
 	if limit <= 0 {
 		limit = time.Hour
 	}
+	cpuBefore := cpuOf(ctx, srvs)
 	if op := wl.opening; op != nil {
 		op.limit = min(op.limit, limit)
 		op.opensAt = time.Now().Add(op.lead)
@@ -243,6 +252,7 @@ func runOne(ctx context.Context, o options, e *env, design string, dep deploymen
 	} else {
 		res.load = lc.drive(ctx, target, wl, limit)
 	}
+	res.cpuSeconds = cpuOf(ctx, srvs) - cpuBefore
 	lc.close() // the clients leave: the service should return to its idle goroutine count
 	if proxy != nil {
 		proxy.Close() // and so do nginx's keep-alive connections to the instances

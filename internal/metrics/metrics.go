@@ -40,6 +40,10 @@ type Metrics struct {
 	PeerBatches *prometheus.CounterVec
 	// CouponsMaterialised counts the daily coupons this instance created from schedules.
 	CouponsMaterialised prometheus.Counter
+	// AuthFailures counts the requests refused 401 in identity mode, by reason (missing,
+	// malformed, algorithm, unknown_key, signature, expired, not_yet_valid, issuer, audience,
+	// claims).
+	AuthFailures *prometheus.CounterVec
 }
 
 // Buckets from 0.5 ms to ~8 s: the issue path's cheap answers take microseconds, a contended
@@ -93,9 +97,12 @@ func New() *Metrics {
 		CouponsMaterialised: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "couponsvc_schedule_coupons_created_total", Help: "Daily coupons this instance created from schedules.",
 		}),
+		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "couponsvc_auth_failures_total", Help: "Requests refused 401 in identity mode, by reason.",
+		}, []string{"reason"}),
 	}
 	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.IssueOutcomes, m.LockWait, m.LockHold,
-		m.TxDuration, m.ArrivalLag, m.BatchSize, m.InFlight, m.Redemptions, m.PeerBatches, m.CouponsMaterialised,
+		m.TxDuration, m.ArrivalLag, m.BatchSize, m.InFlight, m.Redemptions, m.PeerBatches, m.CouponsMaterialised, m.AuthFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

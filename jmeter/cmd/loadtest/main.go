@@ -5,6 +5,7 @@
 //	go run ./jmeter/cmd/loadtest                                   # local service on :8080
 //	go run ./jmeter/cmd/loadtest -- -Jhost=$(minikube ip) -Jport=80  # through the Ingress
 //	go run ./jmeter/cmd/loadtest -- -Jthreads=1000 -Jloops=10 -JmixA=50 -JmixB=50 -JmixC=0
+//	go run ./jmeter/cmd/loadtest -tokens tokens.csv                # identity mode (go run ./cmd/tokens)
 //
 // It saves GET /api/v1/coupons before the run as OUT/before.json, the results as OUT/results.jtl
 // and JMeter's log as OUT/results.log, so the run can be summarised again later with jtlsummary.
@@ -27,12 +28,19 @@ import (
 func main() {
 	dir := flag.String("dir", "jmeter", "directory holding jmeter.sh and coupon-flash.jmx")
 	out := flag.String("out", filepath.Join("jmeter", "results"), "directory for before.json, results.jtl and results.log")
+	tokens := flag.String("tokens", "", "identity mode: CSV of userId,token lines (go run ./cmd/tokens); every request carries its user's bearer token")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: loadtest [-dir jmeter] [-out jmeter/results] [-- -Jname=value ...]\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: loadtest [-dir jmeter] [-out jmeter/results] [-tokens tokens.csv] [-- -Jname=value ...]\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
 	args := flag.Args()
+	if *tokens != "" {
+		var err error
+		if args, err = jmeter.WithTokens(args, *tokens); err != nil {
+			fail("%v", err)
+		}
+	}
 	api := jmeter.APIURL(args)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
