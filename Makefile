@@ -70,7 +70,7 @@ loadtest:
 	$(GO) run ./jmeter/cmd/loadtest -- $(LOADTEST_ARGS)
 
 ## bench: couponsvc vs the reference design (Redisson-style lock around read-check-insert-increment)
-## on issue 4's four workloads, W5 (100 coupons at once), W6 (the opening moment) and W7 (W1 with
+## on the four workloads, W5 (100 coupons at once), W6 (the opening moment) and W7 (W1 with
 ## identity on: what verifying tokens costs), one instance
 ## direct, one and N behind nginx as ingress-nginx, next to pgbench/redis-benchmark; writes
 ## cmd/bench/RESULTS.md. E.g. make bench BENCH_ARGS='-quick -instances 2 -deployments nginx-N'

@@ -17,7 +17,7 @@ import (
 	"couponsvc/lock"
 )
 
-// config is the contract's configuration: environment variables, each overridable by a flag
+// config is the service's configuration: environment variables, each overridable by a flag
 // of the same name in kebab case (REDIS_ADDRS -> --redis-addrs).
 type config struct {
 	HTTPAddr      string

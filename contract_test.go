@@ -14,7 +14,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// TestContract walks every endpoint, status code and error body of the contract against a
+// TestContract walks every endpoint, status code and error body of the API (docs/API.md) against a
 // real instance on real PostgreSQL and Redis.
 func TestContract(t *testing.T) {
 	st := newStack(t, 1)
@@ -78,7 +78,7 @@ func TestContract(t *testing.T) {
 		t.Fatalf("empty wallet: %d %s", a.status, a.body)
 	}
 
-	// Every bad input: the contract's status and code, and nothing left behind.
+	// Every bad input: the API's status and code, and nothing left behind.
 	long := `{"userId":"` + user.String() + `","pad":"` + strings.Repeat("x", 5000) + `"}`
 	fresh := uuid.NewString()
 	for _, tc := range []struct {

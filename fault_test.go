@@ -627,7 +627,7 @@ func TestFaultSIGTERMDuringCrowd(t *testing.T) {
 		fmt.Sprintf("in-flight requests completed, exit 0 after %v, locks released at once (%s)", took.Round(time.Millisecond), c), rec)
 }
 
-// errorBody decodes the contract's error body.
+// errorBody decodes the API's error body.
 func errorBody(t *testing.T, b []byte) (code, message string) {
 	t.Helper()
 	var e struct {

@@ -360,7 +360,7 @@ func refusals(t *testing.T, s *identityStack) []refusal {
 }
 
 // checkRefusals sends every refusal to every user route: each is 401 UNAUTHORIZED with
-// WWW-Authenticate and the contract's error body, and no wallet row appears.
+// WWW-Authenticate and the API's error body, and no wallet row appears.
 func checkRefusals(t *testing.T, s *identityStack, when string) {
 	t.Helper()
 	in := s.in

@@ -195,7 +195,7 @@ func createCoupon(t *testing.T, dsn, code string, stock int) {
 	}
 }
 
-// checkInvariants verifies, in PostgreSQL, the contract's invariants for coupon code and that
+// checkInvariants verifies, in PostgreSQL, the API's invariants for coupon code and that
 // the wallet rows are exactly the 201 answers given.
 func checkInvariants(t *testing.T, dsn, code string, wantIssued int, granted map[uuid.UUID]uuid.UUID) {
 	t.Helper()

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -41,5 +44,30 @@ func TestErrorOf(t *testing.T) {
 		if got := ErrorOf(tc.err); got != tc.want {
 			t.Errorf("ErrorOf(%v) = %v, want %v", tc.err, got, tc.want)
 		}
+	}
+}
+
+// docs/API.md's error table is this table: the same codes with the same statuses.
+func TestAPIDocumentListsTheErrorTable(t *testing.T) {
+	doc, err := os.ReadFile("../docs/API.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]int{}
+	for _, m := range regexp.MustCompile("(?m)^\\| (\\d{3}) \\| `([A-Z_]+)` \\|").FindAllStringSubmatch(string(doc), -1) {
+		status, _ := strconv.Atoi(m[1])
+		documented[m[2]] = status
+	}
+	for _, e := range Errors {
+		if e == Canceled {
+			continue // nobody reads it
+		}
+		if got, ok := documented[e.Code]; !ok || got != e.Status {
+			t.Errorf("docs/API.md: %s documented with status %d, the service answers %d", e.Code, got, e.Status)
+		}
+		delete(documented, e.Code)
+	}
+	for code := range documented {
+		t.Errorf("docs/API.md documents %s, which the service never answers", code)
 	}
 }

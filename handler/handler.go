@@ -1,5 +1,5 @@
 // Package handler is couponsvc's HTTP layer: routes, request decoding and validation, the
-// mapping of service errors to the contract's status codes and error bodies, and the swag
+// mapping of service errors to the API's status codes and error bodies, and the swag
 // annotations the OpenAPI document in docs/ is generated from.
 package handler
 
@@ -28,7 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Handler serves the contract's HTTP API.
+// Handler serves the HTTP API (docs/API.md).
 type Handler struct {
 	svc      *service.Service
 	metrics  *metrics.Metrics
@@ -337,7 +337,7 @@ func (h *Handler) writeServiceError(c *gin.Context, err error) {
 	writeError(c, e, msg)
 }
 
-// writeError answers the contract's error body for e, with msg as its message. It is written
+// writeError answers the API's error body for e, with msg as its message. It is written
 // without reflection: a sold-out crowd is mostly error answers.
 func writeError(c *gin.Context, e *domain.Error, msg string) {
 	if e.RetryAfter != "" {

@@ -16,7 +16,7 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
-// maxBodyBytes is the contract's limit on a request body.
+// maxBodyBytes is the API's limit on a request body.
 const maxBodyBytes = 4 << 10
 
 // IssueRequest is the body of an issue request. Demo mode: userId is required. Identity mode:

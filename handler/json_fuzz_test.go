@@ -57,7 +57,7 @@ func FuzzDecodeIssueRequest(f *testing.F) {
 		id, err := decodeIssue(body, contentType)
 		switch {
 		case err != nil && !errors.Is(err, domain.ErrInvalid):
-			t.Fatalf("error outside the contract: %v", err)
+			t.Fatalf("error outside the API (docs/API.md): %v", err)
 		case err == nil && id == uuid.Nil:
 			t.Fatal("accepted the nil UUID")
 		case err == nil && len(body) > maxBodyBytes:

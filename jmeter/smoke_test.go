@@ -218,7 +218,7 @@ func smoke(ctx context.Context, t *testing.T, dir, addr, dsn string, edit func([
 	checkWallets(ctx, t, dsn, s)
 }
 
-// stopService is the contract's SIGTERM: the service drains and exits 0.
+// stopService is the API's SIGTERM: the service drains and exits 0.
 func stopService(t *testing.T, svc *service) {
 	t.Helper()
 	if err := svc.cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -584,7 +584,7 @@ func checkAPI(t *testing.T, o *objects) *appsv1.Deployment {
 	}
 
 	// Graceful shutdown: preStop pause (the pod leaves the Service endpoints while it still
-	// listens), then the contract's drain, then the locks are released (the pod's coupons go to
+	// listens), then the API's drain, then the locks are released (the pod's coupons go to
 	// other pods) and the process exits, all within the grace period, which counts from the start
 	// of preStop. A kill before the release leaves the coupons to the watchdog lease instead.
 	var pause int64

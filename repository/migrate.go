@@ -70,7 +70,7 @@ func (r *Repository) Migrate(ctx context.Context) error {
 	return nil
 }
 
-// DemoCoupons are the three tiers seeded by default (the contract's table).
+// DemoCoupons are the three tiers seeded by default (the API's table).
 var DemoCoupons = []domain.Coupon{
 	{Code: "A0001", Name: "Coupon A", DiscountAmount: 10000, TotalQuantity: 300},
 	{Code: "B0001", Name: "Coupon B", DiscountAmount: 5000, TotalQuantity: 2000},

@@ -104,7 +104,7 @@ func TestQuickBenchCouponsvc(t *testing.T) {
 	for _, want := range []string{
 		"| design | deployment | workload | requests | req/s | issued/s |",
 		"| couponsvc | direct | W1 |", "| couponsvc | direct | W2 |",
-		"### Targets of issue 4, direct",
+		"### Targets, direct",
 		"| W1 p99 latency (ms) |", "| W2 FCFS precision |",
 		"| couponsvc | direct | W7 |", "### Identity mode: what verifying tokens costs (W7 vs W1, same run)",
 		"µs per request (process_cpu_seconds_total)",

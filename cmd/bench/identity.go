@@ -75,7 +75,7 @@ func (r *result) cpuPerRequest() time.Duration {
 	return time.Duration(r.cpuSeconds / float64(r.sent()) * float64(time.Second))
 }
 
-// identityLossTarget is issue 14's target: with identity on, the sold-out crowd (W1) loses at
+// identityLossTarget is the identity target: with identity on, the sold-out crowd (W1) loses at
 // most 15% of its requests per second.
 const identityLossTarget = 0.15
 

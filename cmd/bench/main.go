@@ -6,7 +6,7 @@
 // It starts a throwaway durable PostgreSQL and three redis-servers, builds couponsvc and runs it
 // as subprocesses (so their RSS can be read from /proc), runs the reference design the same way
 // (this binary re-executed with the hidden argument "reference-server"), drives the four
-// workloads of issue 4 and three more (W5: 100 coupons at once; W6: the opening moment of a
+// four workloads and three more (W5: 100 coupons at once; W6: the opening moment of a
 // coupon created through the admin API, couponsvc only; W7: the sold-out crowd W1 with identity
 // on, every request with its user's bearer token, couponsvc only) with a built-in load
 // generator, and checks the invariants in PostgreSQL after each one.

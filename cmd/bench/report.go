@@ -427,7 +427,7 @@ func (rep *report) markdown() string {
 	}
 	for _, dep := range rep.deployments() {
 		if t := rep.targets(dep); t != "" {
-			fmt.Fprintf(&b, "\n### Targets of issue 4, %s (couponsvc vs reference, same run)\n\n", dep)
+			fmt.Fprintf(&b, "\n### Targets, %s (couponsvc vs reference, same run)\n\n", dep)
 			b.WriteString(t)
 		}
 	}

@@ -251,7 +251,7 @@ func (p promValues) quantile(name string, q float64) float64 {
 	return math.NaN()
 }
 
-// stop sends SIGTERM (the contract's graceful stop) and kills the server after 15 s.
+// stop sends SIGTERM (the API's graceful stop) and kills the server after 15 s.
 func (s *server) stop() error {
 	s.stopOnce.Do(func() {
 		close(s.stopping)
