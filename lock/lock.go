@@ -1,21 +1,3 @@
-// Package lock is a distributed, reentrant lock with the semantics of Redisson's RLock, built on
-// redsync's Redlock over independent Redis nodes (a grant needs a quorum of N/2+1 nodes).
-//
-// A Client (one per process) owns the node clients, one shared pub/sub connection per node and
-// the process-local state of every lock; a Mutex is a cheap handle naming one lock. The owner of
-// a lock is an identity carried in the context (WithOwner), since Go has no thread id:
-//
-//	ctx = lock.WithOwner(ctx, lock.NewOwner())
-//	m := client.Mutex("coupon:" + code)
-//	if err := m.TryLock(ctx, wait, 0); err != nil { ... } // ErrTimeout, ErrUnavailable
-//	defer m.Unlock(ctx)
-//	token, _ := m.Fence(ctx) // pass to the storage that must refuse stale holders
-//	select { case <-m.Lost(ctx): ...abort... default: }
-//
-// What it provides, as Redisson does: a watchdog that renews the lease while the holder lives
-// (lease 0), or a fixed lease without renewal; reentrancy with a hold count; owner-only unlock;
-// waiters woken by a publish on release, with a bounded fallback retry; a local FIFO queue so
-// one process sends one waiter per lock to Redis; a fencing token per grant; introspection.
 package lock
 
 import (
