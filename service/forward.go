@@ -81,6 +81,8 @@ const (
 	// misdirectPause is how long an address that said it does not own a coupon is not
 	// forwarded to again, while its stale lock value may still be read from the nodes.
 	misdirectPause = 100 * time.Millisecond
+	// maxOutboxes is the number of peer outboxes past which the idle ones are dropped.
+	maxOutboxes = 64
 	// peerMemory is how long an instance seen forwarding or owning is kept as a relay target.
 	peerMemory = time.Minute
 )
@@ -233,6 +235,15 @@ func (s *Service) outbox(addr string) *grouper[*outItem] {
 	s.outMu.Lock()
 	defer s.outMu.Unlock()
 	ob := s.outboxes[addr]
+	if ob == nil && len(s.outboxes) >= maxOutboxes {
+		// Addresses come from lock values in Redis: many of them (pods come and go, or
+		// something wrote made-up ones) must not grow the map without bound.
+		for a, o := range s.outboxes {
+			if o.idle() {
+				delete(s.outboxes, a)
+			}
+		}
+	}
 	if ob == nil {
 		ob = &grouper[*outItem]{max: maxSends, run: func(items []*outItem) { s.send(addr, items) }}
 		s.outboxes[addr] = ob

@@ -26,6 +26,13 @@ func (g *grouper[T]) add(item T) {
 	}
 }
 
+// idle reports whether nothing is pending or running.
+func (g *grouper[T]) idle() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.running == 0 && len(g.pending) == 0
+}
+
 // loop runs groups while items are pending.
 func (g *grouper[T]) loop() {
 	for {
