@@ -36,7 +36,7 @@ if [ "${1:-}" = test ]; then
 fi
 
 # The pinned kube-apiserver (and kubectl when the machine's is missing or too far from it): built
-# once into the cache, a no-op afterwards (about 8 minutes cold).
+# once into the cache, a no-op afterwards (6 to 8 minutes cold on 2 cores).
 kube() {
   [ "${1:-}" = test ] || return 0
   local d

@@ -6,7 +6,7 @@
 # - kube-apiserver: always the version pinned in scripts/kube/go.mod (k8s.io/kubernetes), built
 #   from the Go module proxy into a cache outside the repository,
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/couponsvc/kube/<hash of the pin>/, and rebuilt only when the
-#   pin (go.mod, go.sum or the build flags below) changes. Cold: about 8 minutes on 2 cores, with
+#   pin (go.mod, go.sum or the build flags below) changes. Cold: 6 to 8 minutes on 2 cores, with
 #   a peak of about 1.75 GB (the linker) and 2 GB of Go build cache; cached: instant.
 # - kubectl: the one on PATH (the README's commands are run with the user's kubectl), when its
 #   minor version is within one of the server's, as kubectl's version skew policy asks; otherwise
@@ -56,7 +56,7 @@ mkdir -p "$cache"
 exec 9>"$cache/.lock"
 flock 9
 if [ ! -x "$bin" ]; then
-  echo "kube.sh: building $name $version into $cache (cold: about 8 minutes on 2 cores)" >&2
+  echo "kube.sh: building $name $version into $cache (cold: 6 to 8 minutes on 2 cores)" >&2
   start=$(date +%s)
   (cd "$mod" && "$GO" build -trimpath -ldflags "$ldflags" -o "$bin.tmp" "k8s.io/kubernetes/cmd/$name")
   mv -f "$bin.tmp" "$bin"

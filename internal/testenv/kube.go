@@ -33,7 +33,7 @@ const kubeInstallHint = "scripts/deps.sh test installs etcd (apt-get install -y 
 
 // Bounds on waiting for the Kubernetes servers. etcd answers /health in under a second and
 // kube-apiserver /readyz in about 4 s on an idle machine; the margins are for a loaded one. A cold
-// build of kube-apiserver takes about 8 minutes on 2 cores.
+// build of kube-apiserver takes 6 to 8 minutes on 2 cores.
 const (
 	etcdReadyWait      = 30 * time.Second
 	apiserverReadyWait = 2 * time.Minute
@@ -210,7 +210,7 @@ func kubeBinary(name string, buildWait time.Duration) (string, error) {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
-			return "", fmt.Errorf("scripts/kube.sh %s did not finish within %v (a cold build of kube-apiserver takes about 8 minutes on 2 cores: run scripts/kube.sh %s alone, or make test, which builds it before the tests)\n%s",
+			return "", fmt.Errorf("scripts/kube.sh %s did not finish within %v (a cold build of kube-apiserver takes 6 to 8 minutes on 2 cores: run scripts/kube.sh %s alone, or make test, which builds it before the tests)\n%s",
 				name, buildWait.Round(time.Second), name, tail(stderr.String(), 2000))
 		}
 		return "", fmt.Errorf("scripts/kube.sh %s: %v\n%s", name, err, tail(stderr.String(), 4000))
