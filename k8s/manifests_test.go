@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"couponsvc/internal/testenv"
+
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -53,60 +55,70 @@ func render(t *testing.T, dir string) *objects {
 	if err != nil {
 		t.Fatalf("kustomize build %s: %v", dir, err)
 	}
-	o := &objects{
-		configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
-		services: map[string]*corev1.Service{}, deployments: map[string]*appsv1.Deployment{},
-		statefulSets: map[string]*appsv1.StatefulSet{},
-	}
+	o := newObjects()
 	for _, r := range m.Resources() {
 		y, err := r.AsYAML()
 		if err != nil {
 			t.Fatalf("%s: %v", r.CurId(), err)
 		}
-		kind, name := r.GetKind(), r.GetName()
-		o.names = append(o.names, kind+"/"+name)
-		if kind != "Namespace" && r.GetNamespace() != namespace {
-			t.Errorf("%s/%s: namespace %q, want %q", kind, name, r.GetNamespace(), namespace)
-		}
-		var obj any
-		switch kind {
-		case "Namespace":
-			v := &corev1.Namespace{}
-			o.namespaces, obj = append(o.namespaces, v), v
-		case "ConfigMap":
-			v := &corev1.ConfigMap{}
-			o.configMaps[name], obj = v, v
-		case "Secret":
-			v := &corev1.Secret{}
-			o.secrets[name], obj = v, v
-		case "Service":
-			v := &corev1.Service{}
-			o.services[name], obj = v, v
-		case "Deployment":
-			v := &appsv1.Deployment{}
-			o.deployments[name], obj = v, v
-		case "StatefulSet":
-			v := &appsv1.StatefulSet{}
-			o.statefulSets[name], obj = v, v
-		case "Ingress":
-			v := &networkingv1.Ingress{}
-			o.ingresses, obj = append(o.ingresses, v), v
-		case "PodDisruptionBudget":
-			v := &policyv1.PodDisruptionBudget{}
-			o.pdbs, obj = append(o.pdbs, v), v
-		case "HorizontalPodAutoscaler":
-			v := &autoscalingv2.HorizontalPodAutoscaler{}
-			o.hpas, obj = append(o.hpas, v), v
-		default:
-			t.Errorf("%s/%s: kind not known to this test; add it here", kind, name)
-			continue
-		}
-		if err := yaml.UnmarshalStrict(y, obj); err != nil {
-			t.Errorf("%s/%s does not decode strictly into the Kubernetes type: %v\n%s", kind, name, err, y)
-		}
+		o.add(t, r.GetKind(), r.GetName(), r.GetNamespace(), y, yaml.UnmarshalStrict)
 	}
 	sort.Strings(o.names)
 	return o
+}
+
+func newObjects() *objects {
+	return &objects{
+		configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
+		services: map[string]*corev1.Service{}, deployments: map[string]*appsv1.Deployment{},
+		statefulSets: map[string]*appsv1.StatefulSet{},
+	}
+}
+
+// add decodes one object (YAML or JSON) with decode into its Kubernetes type; the caller sorts
+// o.names once all are added.
+func (o *objects) add(t *testing.T, kind, name, ns string, y []byte, decode func([]byte, any, ...yaml.JSONOpt) error) {
+	t.Helper()
+	o.names = append(o.names, kind+"/"+name)
+	if kind != "Namespace" && ns != namespace {
+		t.Errorf("%s/%s: namespace %q, want %q", kind, name, ns, namespace)
+	}
+	var obj any
+	switch kind {
+	case "Namespace":
+		v := &corev1.Namespace{}
+		o.namespaces, obj = append(o.namespaces, v), v
+	case "ConfigMap":
+		v := &corev1.ConfigMap{}
+		o.configMaps[name], obj = v, v
+	case "Secret":
+		v := &corev1.Secret{}
+		o.secrets[name], obj = v, v
+	case "Service":
+		v := &corev1.Service{}
+		o.services[name], obj = v, v
+	case "Deployment":
+		v := &appsv1.Deployment{}
+		o.deployments[name], obj = v, v
+	case "StatefulSet":
+		v := &appsv1.StatefulSet{}
+		o.statefulSets[name], obj = v, v
+	case "Ingress":
+		v := &networkingv1.Ingress{}
+		o.ingresses, obj = append(o.ingresses, v), v
+	case "PodDisruptionBudget":
+		v := &policyv1.PodDisruptionBudget{}
+		o.pdbs, obj = append(o.pdbs, v), v
+	case "HorizontalPodAutoscaler":
+		v := &autoscalingv2.HorizontalPodAutoscaler{}
+		o.hpas, obj = append(o.hpas, v), v
+	default:
+		t.Errorf("%s/%s: kind not known to this test; add it here", kind, name)
+		return
+	}
+	if err := decode(y, obj); err != nil {
+		t.Errorf("%s/%s does not decode into its Kubernetes type: %v\n%s", kind, name, err, y)
+	}
 }
 
 // workload is a Deployment or StatefulSet, seen through what the checks need.
@@ -181,20 +193,27 @@ func TestEveryKustomization(t *testing.T) {
 		t.Run(dir, func(t *testing.T) {
 			o := render(t, dir)
 			t.Logf("rendered: %s", strings.Join(o.names, " "))
-			if len(o.namespaces) != 1 || o.namespaces[0].Name != namespace {
-				t.Errorf("want exactly the Namespace %q", namespace)
-			}
-			checkWorkloads(t, o)
-			checkServices(t, o)
-			checkIngress(t, o)
-			checkNoInternalRoute(t, o)
-			api := checkAPI(t, o)
-			checkForwarding(t, o, api)
-			checkRedis(t, o, api)
-			checkPostgres(t, o)
-			checkPDB(t, o, api)
+			checkAll(t, o)
 		})
 	}
+}
+
+// checkAll runs every check that holds whatever the variant: on what a kustomization renders,
+// and on what the API server stored of it (apiserver_test.go).
+func checkAll(t *testing.T, o *objects) {
+	t.Helper()
+	if len(o.namespaces) != 1 || o.namespaces[0].Name != namespace {
+		t.Errorf("want exactly the Namespace %q", namespace)
+	}
+	checkWorkloads(t, o)
+	checkServices(t, o)
+	checkIngress(t, o)
+	checkNoInternalRoute(t, o)
+	api := checkAPI(t, o)
+	checkForwarding(t, o, api)
+	checkRedis(t, o, api)
+	checkPostgres(t, o)
+	checkPDB(t, o, api)
 }
 
 // kustomizations lists the directories under k8s/ that hold a kustomization, relative to k8s/.
@@ -316,13 +335,10 @@ func TestAutoscale(t *testing.T) {
 	}
 }
 
-// TestKubectlRendersTheSame renders with kubectl's own kustomize when kubectl is installed: the
-// README's `kubectl apply -k` must see the same objects as the Go API above.
+// TestKubectlRendersTheSame renders with kubectl's own kustomize (the kubectl the API server test
+// uses): the README's `kubectl apply -k` must see the same objects as the Go API above.
 func TestKubectlRendersTheSame(t *testing.T) {
-	kubectl, err := exec.LookPath("kubectl")
-	if err != nil {
-		t.Skip("kubectl not installed; the Go API render above is the check")
-	}
+	kubectl := testenv.Kubectl(t)
 	for _, dir := range []string{".", "autoscale", "production"} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		out, err := exec.CommandContext(ctx, kubectl, "kustomize", dir).Output()
@@ -957,8 +973,16 @@ func checkPDB(t *testing.T, o *objects, api *appsv1.Deployment) {
 			t.Errorf("PDB %s: want an integer minAvailable", p.Name)
 			return
 		}
-		if api.Spec.Replicas != nil && p.Spec.MinAvailable.IntValue() >= int(*api.Spec.Replicas) {
-			t.Errorf("PDB %s: minAvailable %d with %d replicas blocks every drain", p.Name, p.Spec.MinAvailable.IntValue(), *api.Spec.Replicas)
+		// With an HPA, the fewest replicas are its minimum: the Deployment's own count is the
+		// HPA's to set (the server stores the default, 1, until the HPA first scales it).
+		replicas, from := api.Spec.Replicas, "replicas"
+		for _, h := range o.hpas {
+			if ref := h.Spec.ScaleTargetRef; ref.Kind == "Deployment" && ref.Name == api.Name {
+				replicas, from = h.Spec.MinReplicas, "HPA minReplicas"
+			}
+		}
+		if replicas != nil && p.Spec.MinAvailable.IntValue() >= int(*replicas) {
+			t.Errorf("PDB %s: minAvailable %d with %d %s blocks every drain", p.Name, p.Spec.MinAvailable.IntValue(), *replicas, from)
 		}
 		return
 	}

@@ -1,6 +1,7 @@
-// Package testenv starts throwaway PostgreSQL and Redis servers, and an nginx configured like
-// ingress-nginx in front of service instances, for tests: real servers in temporary directories
-// on free loopback ports, so every test talks to the real thing and needs no setup. A server that cannot be started fails the test (never skips it): a missing binary
+// Package testenv starts throwaway PostgreSQL and Redis servers, an nginx configured like
+// ingress-nginx in front of service instances, and a Kubernetes API server (etcd and a pinned
+// kube-apiserver) for the manifests, for tests: real servers in temporary directories on free
+// loopback ports, so every test talks to the real thing and needs no setup. A server that cannot be started fails the test (never skips it): a missing binary
 // is reported with the exact package to install.
 package testenv
 
