@@ -174,7 +174,10 @@ func (r *Repository) IssueBatches(ctx context.Context, batches []Batch) []BatchO
 		// Nothing sent (no connection): nothing was written. Otherwise PostgreSQL may have
 		// committed the batch before the connection broke or the wait ended: the rows say; and
 		// when they cannot be read either, the outcome is unknown, and said so.
-		sent := !pgconn.SafeToRetry(err)
+		// An error PostgreSQL itself sent (shutting down, a constraint) says the statement failed:
+		// nothing was written either.
+		var pgErr *pgconn.PgError
+		sent := !pgconn.SafeToRetry(err) && !errors.As(err, &pgErr)
 		err = translate("issue batch", err)
 		for i, b := range batches {
 			if errors.Is(err, domain.ErrUnavailable) || ctx.Err() != nil {
