@@ -182,14 +182,7 @@ func TestClientHangingUpCancelsItsQuery(t *testing.T) {
 	st := newStack(t, 1)
 	in := startInstance(t, st.env(nil))
 	ctx := context.Background()
-	blocker, err := db(t, st.dsn).Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer blocker.Rollback(ctx)
-	if _, err := blocker.Exec(ctx, `LOCK TABLE coupon_wallet IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
+	lockTable(t, st.dsn, "coupon_wallet")
 	watcher := db(t, st.dsn)
 	waiting := func() int {
 		var n int
@@ -307,15 +300,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 func TestUnknownCodesAnsweredWithoutQuery(t *testing.T) {
 	st := newStack(t, 1)
 	in := startInstance(t, st.env(nil))
-	ctx := context.Background()
-	blocker, err := db(t, st.dsn).Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer blocker.Rollback(ctx)
-	if _, err := blocker.Exec(ctx, `LOCK TABLE coupon IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
+	lockTable(t, st.dsn, "coupon")
 	const flood = 300
 	quick := &http.Client{Timeout: time.Second}
 	var answered404 atomic.Int32
@@ -337,4 +322,18 @@ func TestUnknownCodesAnsweredWithoutQuery(t *testing.T) {
 		t.Fatalf("%d of %d made-up codes answered 404 within 1 s while PostgreSQL could not answer a lookup; the others waited for one", n, flood)
 	}
 	t.Logf("HOSTILE|%d issue requests for made-up coupon codes, PostgreSQL unable to answer|%d answered 404 COUPON_NOT_FOUND within 1 s from memory", flood, answered404.Load())
+}
+
+// lockTable holds an ACCESS EXCLUSIVE lock on table until the test ends: every query on it waits.
+func lockTable(t *testing.T, dsn, table string) {
+	t.Helper()
+	ctx := context.Background()
+	blocker, err := db(t, dsn).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { blocker.Rollback(ctx) })
+	if _, err := blocker.Exec(ctx, "LOCK TABLE "+table+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
 }
