@@ -10,12 +10,13 @@ import (
 	"github.com/google/uuid"
 )
 
-// dashboardFile is the Grafana dashboard that k8s/monitoring ships to the Grafana sidecar.
-const dashboardFile = "k8s/monitoring/dashboard.json"
+// monitoringFiles are what k8s/monitoring ships that names the service's metrics: the Grafana
+// dashboard and the alerts.
+var monitoringFiles = []string{"k8s/monitoring/dashboard.json", "k8s/monitoring/prometheusrule.yaml"}
 
-// metricName matches the service's metric names wherever the dashboard writes them (queries,
-// template variables, descriptions). That every query selects only couponsvc_ metrics, and that
-// each query parses, is checked with Prometheus's own PromQL parser in k8s/monitoring.
+// metricName matches the service's metric names wherever the files write them (queries,
+// template variables, descriptions). That every dashboard query selects only couponsvc_ metrics,
+// and that each query and rule parses, is checked with Prometheus's own parser in k8s/monitoring.
 var metricName = regexp.MustCompile(`\bcouponsvc_[a-zA-Z0-9_]+`)
 
 // exposedNames returns the metric names of a /metrics text exposition: one per series line, so
@@ -33,19 +34,23 @@ func exposedNames(exposition string) map[string]bool {
 	return names
 }
 
-// TestDashboardMetricsExist reads the dashboard and checks every metric name it uses against the
-// real /metrics of a running service (after an issue, so that the labelled series exist), so
-// that renaming a metric fails here instead of leaving an empty panel on the event's screen.
+// TestDashboardMetricsExist reads the dashboard and the alerts and checks every metric name they
+// use against the real /metrics of a running service (after an issue, so that the labelled series
+// exist), so that renaming a metric fails here instead of leaving an empty panel on the event's
+// screen or an alert that can never fire.
 func TestDashboardMetricsExist(t *testing.T) {
-	raw, err := os.ReadFile(dashboardFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	used := metricName.FindAllString(string(raw), -1)
-	slices.Sort(used)
-	used = slices.Compact(used)
-	if len(used) < 5 {
-		t.Fatalf("%s names only %d couponsvc metrics (%v): is it the dashboard?", dashboardFile, len(used), used)
+	used := map[string][]string{} // file -> names
+	for _, f := range monitoringFiles {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := metricName.FindAllString(string(raw), -1)
+		slices.Sort(names)
+		used[f] = slices.Compact(names)
+		if len(used[f]) < 3 {
+			t.Fatalf("%s names only %d couponsvc metrics (%v)", f, len(used[f]), used[f])
+		}
 	}
 
 	st := newStack(t, 1)
@@ -56,9 +61,11 @@ func TestDashboardMetricsExist(t *testing.T) {
 	}
 	m := string(do(t, "GET", in.base+"/metrics", "").body)
 	exposed := exposedNames(m)
-	for _, name := range used {
-		if !exposed[name] {
-			t.Errorf("%s uses %s, which the service's /metrics does not expose", dashboardFile, name)
+	for _, f := range monitoringFiles {
+		for _, name := range used[f] {
+			if !exposed[name] {
+				t.Errorf("%s uses %s, which the service's /metrics does not expose", f, name)
+			}
 		}
 	}
 	// The remaining-stock panel's figure: the stock less this instance's batch.
