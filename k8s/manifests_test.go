@@ -206,8 +206,8 @@ func kustomizations(t *testing.T) []string {
 			return err
 		}
 		if d.IsDir() && path == "monitoring" {
-			// The base plus the Prometheus Operator's kinds: a Go module of its own tests it
-			// against those types (k8s/monitoring/monitoring_test.go, run by make test).
+			// The Prometheus Operator's kinds, applied next to a setup: a Go module of its own
+			// tests them against those types (k8s/monitoring, run by make test).
 			return filepath.SkipDir
 		}
 		switch d.Name() {

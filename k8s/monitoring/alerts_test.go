@@ -13,7 +13,7 @@ import (
 // alertExpr is the expression of the rendered rule named alert.
 func alertExpr(t *testing.T, alert string) string {
 	t.Helper()
-	for _, pr := range render(t).rules {
+	for _, pr := range render(t, ".").rules {
 		for _, g := range pr.Spec.Groups {
 			for _, r := range g.Rules {
 				if r.Alert == alert {

@@ -49,10 +49,13 @@ func build(t *testing.T, dir string) resmap.ResMap {
 	return m
 }
 
-func render(t *testing.T) *rendered {
+// setups are the kustomizations of couponsvc that k8s/monitoring is applied next to.
+var setups = []string{"..", "../autoscale", "../production"}
+
+func render(t *testing.T, dir string) *rendered {
 	t.Helper()
 	r := &rendered{configMaps: map[string]*corev1.ConfigMap{}, services: map[string]*corev1.Service{}, yaml: map[string]string{}}
-	for _, res := range build(t, ".").Resources() {
+	for _, res := range build(t, dir).Resources() {
 		y, err := res.AsYAML()
 		if err != nil {
 			t.Fatalf("%s: %v", res.CurId(), err)
@@ -74,7 +77,7 @@ func render(t *testing.T) *rendered {
 			v := &corev1.Service{}
 			r.services[name], obj = v, v
 		default:
-			continue // the base's objects: k8s/manifests_test.go checks them
+			continue // a setup's other objects: k8s/manifests_test.go checks them
 		}
 		if err := yaml.UnmarshalStrict(y, obj); err != nil {
 			t.Errorf("%s/%s does not decode strictly into its type: %v\n%s", kind, name, err, y)
@@ -83,45 +86,36 @@ func render(t *testing.T) *rendered {
 	return r
 }
 
-// TestOverlayKeepsTheBase: the overlay adds its three objects and changes nothing of the event
-// setup it is applied over.
-func TestOverlayKeepsTheBase(t *testing.T) {
-	r := render(t)
-	base := map[string]string{}
-	for _, res := range build(t, "../base").Resources() {
-		y, err := res.AsYAML()
-		if err != nil {
-			t.Fatal(err)
-		}
-		base[res.GetKind()+"/"+res.GetName()] = string(y)
+// TestOnlyMonitoringObjects: applied next to a setup, the kustomization must not carry any of
+// the setup's objects (an apply would reset an event's replica count, or fight the autoscaler).
+func TestOnlyMonitoringObjects(t *testing.T) {
+	var got []string
+	for id := range render(t, ".").yaml {
+		got = append(got, id)
 	}
-	var added []string
-	for id, y := range r.yaml {
-		b, ok := base[id]
-		if !ok {
-			added = append(added, id)
-			continue
-		}
-		if b != y {
-			t.Errorf("the overlay changes %s:\n--- base\n%s\n--- overlay\n%s", id, b, y)
-		}
-	}
-	for id := range base {
-		if _, ok := r.yaml[id]; !ok {
-			t.Errorf("the overlay drops %s", id)
-		}
-	}
-	sort.Strings(added)
+	sort.Strings(got)
 	want := []string{"ConfigMap/couponsvc-dashboard", "PrometheusRule/couponsvc-event", "ServiceMonitor/coupon-api"}
-	if !slices.Equal(added, want) {
-		t.Errorf("the overlay adds %v, want %v", added, want)
+	if !slices.Equal(got, want) {
+		t.Errorf("k8s/monitoring renders %v, want only %v", got, want)
 	}
 }
 
-// TestServiceMonitor: it selects the API's Service (and only it), on a port the Service has,
-// in the namespace of the event, with the label kube-prometheus-stack's Prometheus selects by.
+// TestServiceMonitor: in every setup, it selects the API's Service (and only it), on a port the
+// Service has, in the setup's namespace, with the label kube-prometheus-stack's Prometheus
+// selects by.
 func TestServiceMonitor(t *testing.T) {
-	r := render(t)
+	r := render(t, ".")
+	for _, dir := range setups {
+		name := strings.TrimPrefix(dir, "../")
+		if dir == ".." {
+			name = "event"
+		}
+		t.Run(name, func(t *testing.T) { checkServiceMonitor(t, r, render(t, dir)) })
+	}
+}
+
+func checkServiceMonitor(t *testing.T, r, setup *rendered) {
+	t.Helper()
 	if len(r.serviceMonitors) != 1 {
 		t.Fatalf("want one ServiceMonitor, got %d", len(r.serviceMonitors))
 	}
@@ -137,15 +131,15 @@ func TestServiceMonitor(t *testing.T) {
 		t.Fatal(err)
 	}
 	var selected []string
-	for name, svc := range r.services {
-		if sel.Matches(labels.Set(svc.Labels)) {
+	for name, svc := range setup.services {
+		if svc.Namespace == sm.Namespace && sel.Matches(labels.Set(svc.Labels)) {
 			selected = append(selected, name)
 		}
 	}
 	if !slices.Equal(selected, []string{"coupon-api"}) {
 		t.Fatalf("ServiceMonitor selects Services %v, want [coupon-api]", selected)
 	}
-	api := r.services["coupon-api"]
+	api := setup.services["coupon-api"]
 	if len(sm.Spec.Endpoints) == 0 {
 		t.Fatal("ServiceMonitor has no endpoints")
 	}
@@ -166,7 +160,7 @@ func TestServiceMonitor(t *testing.T) {
 // them: every expression through its PromQL parser, the whole group (templates of summaries and
 // descriptions included) through its rule-file loader, as the Operator hands them over.
 func TestPrometheusRule(t *testing.T) {
-	r := render(t)
+	r := render(t, ".")
 	if len(r.rules) != 1 {
 		t.Fatalf("want one PrometheusRule, got %d", len(r.rules))
 	}
@@ -267,7 +261,7 @@ func TestDashboard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := render(t)
+	r := render(t, ".")
 	cm := r.configMaps["couponsvc-dashboard"]
 	if cm == nil {
 		t.Fatal("no ConfigMap couponsvc-dashboard")
