@@ -50,10 +50,20 @@ func (d deployment) slug() string {
 // writeCharts draws, for every workload and deployment of rep, the coupons issued over time
 // (cumulative 201 answers by the time they were answered) above the latency percentiles over
 // time (p50 and p99 of the requests sent in each slice of the run), one line per design, and
-// writes them as PNG files under dir/charts. It returns them in the report's order.
+// writes them as PNG files under dir/charts, replacing the charts of an earlier run (so that
+// the directory shows what the report next to it says). It returns them in the report's order.
 func writeCharts(rep *report, dir string) ([]chart, error) {
 	if err := os.MkdirAll(filepath.Join(dir, chartsDir), 0o755); err != nil {
 		return nil, err
+	}
+	old, err := filepath.Glob(filepath.Join(dir, chartsDir, "*.png"))
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range old {
+		if err := os.Remove(f); err != nil {
+			return nil, err
+		}
 	}
 	var out []chart
 	for _, dep := range rep.deployments() {

@@ -52,6 +52,13 @@ func TestWriteCharts(t *testing.T) {
 		{design: designCouponsvc, deployment: direct, workload: w2}, // nothing sent: no chart
 	}}
 	dir := t.TempDir()
+	stale := filepath.Join(dir, chartsDir, "W9-direct.png") // from an earlier run
+	if err := os.MkdirAll(filepath.Dir(stale), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stale, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	charts, err := writeCharts(rep, dir)
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +90,10 @@ func TestWriteCharts(t *testing.T) {
 		if got := hasColour(img, designStyle[designReference]); got != (i == 0) {
 			t.Errorf("%s: reference line drawn = %v, want %v", c.file, got, i == 0)
 		}
+	}
+
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("an earlier run's chart is left next to the report (%v)", err)
 	}
 
 	rep.charts = charts
