@@ -20,6 +20,8 @@ test: deps fmt-check vet docs-check
 	# One package at a time: the fault and crowd tests measure latencies that a JVM (the JMeter
 	# smoke) or another crowd on the same two cores would distort.
 	$(GO) test -count=1 -p 1 -timeout 25m ./...
+	# k8s/monitoring is a module of its own (the Prometheus Operator's types, Prometheus's parser).
+	cd k8s/monitoring && $(GO) vet ./... && $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
 FUZZTIME ?= 60s

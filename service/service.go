@@ -169,6 +169,9 @@ func New(repo Repository, locks Locker, cfg Config, m *metrics.Metrics, log *slo
 		id: uuid.NewString(), factsOut: make(chan string, factsBacklog), outboxes: map[string]*grouper[*outItem]{},
 		lookups: rate.NewLimiter(unknownLookups, unknownLookups)}
 	s.commits = &grouper[*commitRequest]{max: maxGroups, limit: maxGroupBatches, run: s.runGroup}
+	if m != nil {
+		m.Registry.MustRegister(stockCollector{s})
+	}
 	return s
 }
 

@@ -280,6 +280,7 @@ type report struct {
 	results []*result
 	skipped []string // design/workload pairs not run, and why
 	elapsed time.Duration
+	charts  []chart // written next to the report (-out), shown in it
 }
 
 func (rep *report) invariantsOK() bool {
@@ -430,6 +431,9 @@ func (rep *report) markdown() string {
 			fmt.Fprintf(&b, "\n### Targets, %s (couponsvc vs reference, same run)\n\n", dep)
 			b.WriteString(t)
 		}
+	}
+	if c := chartsMarkdown(rep.charts); c != "" {
+		b.WriteString("\n" + c)
 	}
 	fmt.Fprintf(&b, "\nWhole run: %s.\n", rep.elapsed.Round(time.Second))
 	return b.String()

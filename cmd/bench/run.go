@@ -126,6 +126,16 @@ func run(ctx context.Context, o options, stdout io.Writer) (*report, error) {
 		}
 	}
 	rep.elapsed = time.Since(started)
+	if o.Out != "" {
+		// The charts go next to the report, which links them; a chart that cannot be drawn
+		// costs its picture, not the run's figures.
+		charts, err := writeCharts(rep, filepath.Dir(o.Out))
+		if err != nil {
+			o.logf("charts: %v", err)
+		}
+		rep.charts = charts
+		o.logf("wrote %d charts in %s", len(charts), filepath.Join(filepath.Dir(o.Out), chartsDir))
+	}
 	md := rep.markdown()
 	fmt.Fprint(stdout, md)
 	if o.Out != "" {
