@@ -124,6 +124,51 @@ func TestREADMESwitch(t *testing.T) {
 	w.check(t, 3)
 }
 
+// TestREADMEMonitoring runs k8s/README.md's monitoring block against a real API server that
+// has the Prometheus Operator's CRDs (from the pinned prometheus-operator module, as
+// kube-prometheus-stack installs them), next to the event setup: every object is stored as
+// rendered, without a warning.
+func TestREADMEMonitoring(t *testing.T) {
+	blocks := readmeBlocks(t)
+	k := testenv.NewKube(t)
+	root := copyManifests(t, k)
+	runBlock(t, k, root, blocks, "install")
+	crds := operatorCRDs(t)
+	for _, crd := range []string{"monitoring.coreos.com_servicemonitors.yaml", "monitoring.coreos.com_prometheusrules.yaml"} {
+		kubectl(t, k, root, "apply", "--server-side", "-f", filepath.Join(crds, crd))
+	}
+	kubectl(t, k, root, "wait", "--for=condition=established", "--timeout=30s",
+		"crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com")
+	runBlock(t, k, root, blocks, "monitoring")
+	for _, obj := range []string{"servicemonitor/coupon-api", "prometheusrule/couponsvc-event", "configmap/couponsvc-dashboard"} {
+		kubectl(t, k, root, "-n", namespace, "get", obj, "-o", "name")
+	}
+}
+
+// prometheusOperator is the module whose CRDs the monitoring test installs: the newest version
+// of the operator's main module the Go module proxy serves (its API types, a module of their
+// own, are newer; the two CRDs' schemas cover what k8s/monitoring uses).
+const prometheusOperator = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
+
+// operatorCRDs downloads the pinned operator module through the Go module proxy (once, into the
+// module cache) and returns its directory of CRDs.
+func operatorCRDs(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("go", "mod", "download", "-json", prometheusOperator)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GO111MODULE=on")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go mod download %s: %v\n%s", prometheusOperator, err, out)
+	}
+	var mod struct{ Dir, Error string }
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		t.Fatalf("go mod download %s: %s %v", prometheusOperator, out, err)
+	}
+	return filepath.Join(mod.Dir, "example", "prometheus-operator-crd")
+}
+
 // TestREADMESwitchFromClientSideApply: a deployment installed with the previous README's
 // client-side `kubectl apply -k k8s/` switches as k8s/README.md says: the event setup once first
 // (kubectl moves the fields' ownership from client-side to server-side apply), then as any other.
