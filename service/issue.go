@@ -178,8 +178,9 @@ func (s *Service) issue(ctx context.Context, code string, userID uuid.UUID, arri
 	if err := st.window.Load().check(nowAtArrival); err != nil {
 		return domain.WalletEntry{}, fmt.Errorf("issue %s: %w", code, err)
 	}
+	wallet := uuid.Must(uuid.NewV7()) // outside st.mu: the coupon's crowd queues on it
 	st.mu.Lock()
-	req, known := s.enqueueLocked(ctx, st, userID, arrived, uuid.Nil)
+	req, known := s.enqueueLocked(ctx, st, userID, arrived, wallet)
 	st.mu.Unlock()
 	if known != nil {
 		return domain.WalletEntry{}, fmt.Errorf("issue %s: %w", code, known)
