@@ -20,7 +20,10 @@ test: deps fmt-check vet docs-check
 	# One package at a time: the fault and crowd tests measure latencies that a JVM (the JMeter
 	# smoke) or another crowd on the same two cores would distort.
 	$(GO) test -count=1 -p 1 -timeout 25m ./...
-	# k8s/monitoring is a module of its own (the Prometheus Operator's types, Prometheus's parser).
+	# The manifests' tests are modules of their own, so that the service's go.mod lists only what
+	# the service needs: k8s (kustomize, the Kubernetes API types, a real API server) and
+	# k8s/monitoring (the Prometheus Operator's types, Prometheus's parser).
+	cd k8s && $(GO) vet ./... && $(GO) test -count=1 -timeout 15m ./...
 	cd k8s/monitoring && $(GO) vet ./... && $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
