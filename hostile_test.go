@@ -233,6 +233,7 @@ func TestClusterKeyRefusesForgeries(t *testing.T) {
 		if a := do(t, "POST", in.base+"/api/v1/coupons/A0001/issue", `{"userId":"`+victim.String()+`"}`); a.status != http.StatusCreated {
 			t.Fatalf("after a forged fact: %d %s, want 201", a.status, a.body)
 		}
+		t.Logf("HOSTILE|a made-up fact published on the facts bus in Redis (\"this user holds A0001\"), CLUSTER_KEY set|dropped (no MAC): the user was then issued A0001, 201")
 		body := `{"from":"127.0.0.1:1","coupons":[{"code":"A0001","relay":true,"requests":[{"u":"` + uuid.NewString() + `","a":` + fmt.Sprint(time.Now().UnixNano()) + `}]}]}`
 		for _, mac := range []string{"", "-", strings.Repeat("0", 64)} {
 			req, _ := http.NewRequest("POST", in.base+"/internal/v1/batch", strings.NewReader(body))
@@ -247,6 +248,7 @@ func TestClusterKeyRefusesForgeries(t *testing.T) {
 			}
 		}
 		checkInvariants(t, st.dsn, "A0001", 1, nil) // the victim's coupon only
+		t.Logf("HOSTILE|a batch posted to the pod-to-pod endpoint without, or with a wrong, MAC|401 UNAUTHORIZED, nothing issued")
 	})
 	t.Run("without the key the forgery is believed", func(t *testing.T) {
 		st := newStack(t, 1)
