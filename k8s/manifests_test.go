@@ -551,7 +551,7 @@ func checkIngress(t *testing.T, o *objects) {
 		}
 	}
 	for _, host := range []string{"coupon.local", ""} {
-		for _, path := range []string{"/api/v1", "/swagger"} {
+		for _, path := range []string{"/api/v1/coupons", "/api/v1/users", "/api/v1/wallet", "/swagger"} { // the public routes
 			if !routes[host+path] {
 				t.Errorf("Ingress %s: no route for host %q path %s", ing.Name, host, path)
 			}
@@ -778,6 +778,11 @@ func checkNoInternalRoute(t *testing.T, o *objects) {
 				if routesInternal(p.PathType, p.Path) {
 					t.Errorf("Ingress %s: path %q (host %q) reaches %s, the pod-to-pod routes", ing.Name, p.Path, rule.Host, internalPrefix)
 				}
+				for _, private := range []string{"/api/v1/admin/", "/metrics/"} {
+					if routesUnder(p.PathType, p.Path, private) {
+						t.Errorf("Ingress %s: path %q (host %q) reaches %s, which is not public", ing.Name, p.Path, rule.Host, strings.TrimSuffix(private, "/"))
+					}
+				}
 			}
 		}
 	}
@@ -786,12 +791,19 @@ func checkNoInternalRoute(t *testing.T, o *objects) {
 // routesInternal reports whether an Ingress path of the given type can match a path under
 // internalPrefix.
 func routesInternal(pt *networkingv1.PathType, path string) bool {
+	return routesUnder(pt, path, internalPrefix)
+}
+
+// routesUnder reports whether an Ingress path of the given type can match a request path under
+// prefix (which ends with "/"). An exact path matches itself only; any other may match every
+// path that begins with it, so "", "/", "/i" and "/internal/v1" all reach "/internal/".
+func routesUnder(pt *networkingv1.PathType, path, prefix string) bool {
 	path = strings.ToLower(path)
-	under := strings.HasPrefix(path, strings.TrimSuffix(internalPrefix, "/"))
+	inside := strings.HasPrefix(path, strings.TrimSuffix(prefix, "/"))
 	if pt != nil && *pt == networkingv1.PathTypeExact {
-		return under
+		return inside
 	}
-	return under || strings.HasPrefix(internalPrefix+"v1/", path) // "", "/", "/i", "/internal/v1"
+	return inside || strings.HasPrefix(prefix, path)
 }
 
 func TestRoutesInternal(t *testing.T) {
@@ -906,6 +918,21 @@ func checkRedis(t *testing.T, o *objects, api *appsv1.Deployment) {
 		if !strings.HasPrefix(img, "redis:") {
 			t.Errorf("%s/%s: image %q is not Redis", w.kind, w.name, img)
 		}
+		// The node refuses clients without the password the API has (anything else in the
+		// cluster could take locks or publish notices), and runs a patched Redis.
+		if args := strings.Join(w.template.Spec.Containers[0].Args, " "); !strings.Contains(args, "--requirepass $(REDIS_PASSWORD)") {
+			t.Errorf("%s/%s: args %q: no --requirepass $(REDIS_PASSWORD)", w.kind, w.name, args)
+		}
+		if !slices.ContainsFunc(w.template.Spec.Containers[0].Env, func(e corev1.EnvVar) bool {
+			return e.Name == "REDIS_PASSWORD" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil
+		}) {
+			t.Errorf("%s/%s: REDIS_PASSWORD does not come from a Secret", w.kind, w.name)
+		}
+		if v, ok := strings.CutPrefix(img, "redis:7.4."); ok {
+			if patch, _ := strconv.Atoi(strings.TrimSuffix(v, "-alpine")); patch < 6 {
+				t.Errorf("%s/%s: %s has CVE-2025-49844 (fixed in 7.4.6)", w.kind, w.name, img)
+			}
+		}
 		for _, arg := range w.template.Spec.Containers[0].Args {
 			if strings.Contains(arg, "replicaof") || strings.Contains(arg, "slaveof") || strings.Contains(arg, "sentinel") {
 				t.Errorf("%s/%s: %q: the Redlock nodes must not replicate each other", w.kind, w.name, arg)
@@ -1008,4 +1035,22 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+func TestRoutesUnder(t *testing.T) {
+	prefix, exact := networkingv1.PathTypePrefix, networkingv1.PathTypeExact
+	for _, c := range []struct {
+		pt         *networkingv1.PathType
+		path, root string
+		want       bool
+	}{
+		{&prefix, "/api/v1", "/api/v1/admin/", true}, {&prefix, "/api", "/api/v1/admin/", true},
+		{&prefix, "/api/v1/admin", "/api/v1/admin/", true}, {&exact, "/api/v1/admin/coupons", "/api/v1/admin/", true},
+		{&prefix, "/api/v1/coupons", "/api/v1/admin/", false}, {&prefix, "/api/v1/wallet", "/api/v1/admin/", false},
+		{&prefix, "/", "/metrics/", true}, {&prefix, "/metrics", "/metrics/", true}, {&prefix, "/swagger", "/metrics/", false},
+	} {
+		if got := routesUnder(c.pt, c.path, c.root); got != c.want {
+			t.Errorf("routesUnder(%s, %q, %q) = %v, want %v", *c.pt, c.path, c.root, got, c.want)
+		}
+	}
 }
