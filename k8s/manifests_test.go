@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
 	"couponsvc/internal/testenv"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -24,7 +27,6 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
@@ -43,6 +45,7 @@ type objects struct {
 	ingresses    []*networkingv1.Ingress
 	pdbs         []*policyv1.PodDisruptionBudget
 	hpas         []*autoscalingv2.HorizontalPodAutoscaler
+	netpols      []*networkingv1.NetworkPolicy
 	names        []string // kind/name of every object, sorted
 }
 
@@ -112,6 +115,9 @@ func (o *objects) add(t *testing.T, kind, name, ns string, y []byte, decode func
 	case "HorizontalPodAutoscaler":
 		v := &autoscalingv2.HorizontalPodAutoscaler{}
 		o.hpas, obj = append(o.hpas, v), v
+	case "NetworkPolicy":
+		v := &networkingv1.NetworkPolicy{}
+		o.netpols, obj = append(o.netpols, v), v
 	default:
 		t.Errorf("%s/%s: kind not known to this test; add it here", kind, name)
 		return
@@ -214,6 +220,7 @@ func checkAll(t *testing.T, o *objects) {
 	checkRedis(t, o, api)
 	checkPostgres(t, o)
 	checkPDB(t, o, api)
+	checkNetworkPolicies(t, o)
 }
 
 // kustomizations lists the directories under k8s/ that hold a kustomization, relative to k8s/.
@@ -1051,6 +1058,132 @@ func TestRoutesUnder(t *testing.T) {
 	} {
 		if got := routesUnder(c.pt, c.path, c.root); got != c.want {
 			t.Errorf("routesUnder(%s, %q, %q) = %v, want %v", *c.pt, c.path, c.root, got, c.want)
+		}
+	}
+}
+
+// peer is a connection's source for the NetworkPolicy check: a pod of a namespace, with labels.
+type peer struct {
+	ns     string
+	labels map[string]string
+}
+
+// allowed evaluates the NetworkPolicies as a CNI that enforces them would: a connection from p to
+// workload w's port is allowed when no policy selects w's pods, or when a rule of one that does
+// admits p on that port (a named port resolves to w's container port).
+func (o *objects) allowed(p peer, w workload, port int32) bool {
+	selecting := false
+	for _, np := range o.netpols {
+		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+		if err != nil || !sel.Matches(labels.Set(w.template.Labels)) {
+			continue
+		}
+		selecting = true
+		for _, rule := range np.Spec.Ingress {
+			if !portAdmits(rule.Ports, w, port) {
+				continue
+			}
+			for _, from := range rule.From {
+				if peerAdmits(from, p) {
+					return true
+				}
+			}
+		}
+	}
+	return !selecting
+}
+
+func portAdmits(ports []networkingv1.NetworkPolicyPort, w workload, port int32) bool {
+	if len(ports) == 0 {
+		return true
+	}
+	for _, pp := range ports {
+		switch {
+		case pp.Port == nil:
+			return true
+		case pp.Port.Type == intstr.Int && pp.Port.IntVal == port:
+			return true
+		case pp.Port.Type == intstr.String:
+			for _, c := range w.template.Spec.Containers {
+				for _, cp := range c.Ports {
+					if cp.Name == pp.Port.StrVal && cp.ContainerPort == port {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+func peerAdmits(from networkingv1.NetworkPolicyPeer, p peer) bool {
+	if from.IPBlock != nil {
+		return false // no IP ranges are admitted here
+	}
+	nsOK := p.ns == namespace
+	if from.NamespaceSelector != nil {
+		sel, err := metav1.LabelSelectorAsSelector(from.NamespaceSelector)
+		nsOK = err == nil && sel.Matches(labels.Set{"kubernetes.io/metadata.name": p.ns})
+	}
+	podOK := true
+	if from.PodSelector != nil {
+		sel, err := metav1.LabelSelectorAsSelector(from.PodSelector)
+		podOK = err == nil && sel.Matches(labels.Set(p.labels))
+	}
+	return nsOK && podOK
+}
+
+// checkNetworkPolicies: nothing reaches a pod of the namespace unless allowed; the API is
+// reached from the ingress controller, the other API pods and Prometheus; PostgreSQL and the
+// Redis nodes from the API only.
+func checkNetworkPolicies(t *testing.T, o *objects) {
+	t.Helper()
+	deny := false
+	for _, np := range o.netpols {
+		if len(np.Spec.PodSelector.MatchLabels) == 0 && len(np.Spec.PodSelector.MatchExpressions) == 0 &&
+			slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) && len(np.Spec.Ingress) == 0 {
+			deny = true
+		}
+	}
+	if !deny {
+		t.Errorf("no default-deny NetworkPolicy: every pod accepts connections from anywhere in the cluster")
+	}
+	api := o.deployments["coupon-api"]
+	if api == nil {
+		return
+	}
+	apiPod := peer{namespace, api.Spec.Template.Labels}
+	stranger := peer{"default", map[string]string{"app": "anything"}}
+	for _, w := range o.workloads() {
+		switch {
+		case w.name == "coupon-api":
+			for _, p := range []peer{{"ingress-nginx", nil}, apiPod, {"monitoring", nil}} {
+				if !o.allowed(p, w, 8080) {
+					t.Errorf("NetworkPolicy: %s/%v cannot reach the API on 8080", p.ns, p.labels)
+				}
+			}
+			if o.allowed(stranger, w, 8080) {
+				t.Errorf("NetworkPolicy: a pod of namespace default reaches the API directly")
+			}
+		case w.name == "postgres" || strings.HasPrefix(w.name, "redis-"):
+			port := int32(6379)
+			if w.name == "postgres" {
+				port = 5432
+			}
+			if !o.allowed(apiPod, w, port) {
+				t.Errorf("NetworkPolicy: the API cannot reach %s on %d", w.name, port)
+			}
+			other := o.workloads()[0]
+			for _, x := range o.workloads() {
+				if x.name != w.name && x.name != "coupon-api" {
+					other = x
+				}
+			}
+			for _, p := range []peer{stranger, {namespace, other.template.Labels}, {"ingress-nginx", nil}} {
+				if o.allowed(p, w, port) {
+					t.Errorf("NetworkPolicy: %s/%v reaches %s on %d; only the API may", p.ns, p.labels, w.name, port)
+				}
+			}
 		}
 	}
 }
