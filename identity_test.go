@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -76,29 +75,11 @@ func (s *identityStack) token(t testing.TB, sub string) string {
 // sendAuth makes one request with Authorization: Bearer token (none when token is empty).
 func sendAuth(t testing.TB, method, url, token, body string) answer {
 	t.Helper()
-	return sendHeader(t, method, url, "Bearer "+token, body, token != "")
-}
-
-func sendHeader(t testing.TB, method, url, authorization, body string, withAuth bool) answer {
-	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
+	auth := ""
+	if token != "" {
+		auth = "Bearer " + token
 	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if withAuth {
-		req.Header.Set("Authorization", authorization)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Errorf("%s %s: %v", method, url, err)
-		return answer{}
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return answer{resp.StatusCode, resp.Header, b}
+	return sendAs(t, auth, method, url, body)
 }
 
 func userBody(id uuid.UUID) string { return `{"userId":"` + id.String() + `"}` }
@@ -378,7 +359,11 @@ func checkRefusals(t *testing.T, s *identityStack, when string) {
 	}
 	for _, r := range refusals(t, s) {
 		for _, rt := range routes {
-			a := sendHeader(t, rt.method, in.base+rt.path, r.authorization, rt.body, !r.noHeader)
+			header := r.authorization
+			if r.noHeader {
+				header = ""
+			}
+			a := sendAs(t, header, rt.method, in.base+rt.path, rt.body)
 			what := fmt.Sprintf("%s: %s: %s %s", when, r.name, rt.method, rt.path)
 			if a.status != 401 || a.errorCode() != "UNAUTHORIZED" {
 				t.Errorf("%s: %d %s, want 401 UNAUTHORIZED", what, a.status, a.body)
