@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 	"github.com/google/uuid"
 )
 
-const adminToken = "t0ken-for-tests"
+const adminToken = "t0ken-for-tests-t0ken-for-tests-32"
 
 // sendAs makes one request with the given Authorization header (none when empty).
 func sendAs(t testing.TB, auth, method, url, body string) answer {
@@ -62,18 +63,36 @@ func TestAdminAuth(t *testing.T) {
 	}
 
 	in := startInstance(t, st.env(map[string]string{"ADMIN_TOKEN": adminToken}))
+	// Every refusal is logged and answered only after a second (concurrently here, so the
+	// test does not wait 32 seconds).
+	var wg sync.WaitGroup
 	for _, auth := range []string{"", "Bearer", "Bearer ", "Bearer wrong", "Bearer " + adminToken + "x",
 		"bearer " + adminToken, "Basic " + adminToken, adminToken} {
 		for _, r := range []struct{ method, path, body string }{
 			{"POST", "/coupons", body}, {"PATCH", "/coupons/A0001", `{"paused":true}`},
 			{"POST", "/schedules", `{}`}, {"GET", "/schedules", ""},
 		} {
-			a := sendAs(t, auth, r.method, in.base+"/api/v1/admin"+r.path, r.body)
-			mustStatus(t, fmt.Sprintf("%s %s with %q", r.method, r.path, auth), a, 401, "UNAUTHORIZED")
-			if a.header.Get("WWW-Authenticate") == "" {
-				t.Errorf("401 without WWW-Authenticate")
-			}
+			wg.Go(func() {
+				start := time.Now()
+				a := sendAs(t, auth, r.method, in.base+"/api/v1/admin"+r.path, r.body)
+				took := time.Since(start)
+				mustStatus(t, fmt.Sprintf("%s %s with %q", r.method, r.path, auth), a, 401, "UNAUTHORIZED")
+				if a.header.Get("WWW-Authenticate") == "" {
+					t.Errorf("401 without WWW-Authenticate")
+				}
+				if took < 900*time.Millisecond {
+					t.Errorf("%s %s with %q refused after %v: a wrong token must cost the guesser a second", r.method, r.path, auth, took)
+				}
+			})
 		}
+	}
+	wg.Wait() // bounded: the client's timeout
+	if n := strings.Count(in.logs.String(), "admin route refused"); n != 32 {
+		t.Errorf("%d refused admin requests logged, want 32", n)
+	}
+	// A token shorter than 32 characters is refused at start.
+	if _, err := loadConfig("serve", nil, func(k string) string { return map[string]string{"ADMIN_TOKEN": "s3cret"}[k] }, io.Discard); err == nil {
+		t.Error("ADMIN_TOKEN=s3cret accepted")
 	}
 	if a := in.issue(t, "A0001", uuid.New()); a.status != 201 {
 		t.Fatalf("A0001 paused by an unauthorised PATCH? %d %s", a.status, a.body)

@@ -55,7 +55,7 @@ var settings = []setting{
 	{"ADVERTISE_ADDR", "", "host:port at which the other instances reach this one (default: HTTP_ADDR's host, or this host's first non-loopback IPv4, and its port)", false},
 	{"SEED_DEMO_COUPONS", "true", "create tiers A0001/B0001/C0001 if absent", false},
 	{"MAX_INFLIGHT", "4096", "issue requests in progress per instance; beyond it, 429 at once", false},
-	{"ADMIN_TOKEN", "", "bearer token for /api/v1/admin/*; empty disables those routes", true},
+	{"ADMIN_TOKEN", "", "bearer token (at least 32 characters) for /api/v1/admin/*; empty disables those routes", true},
 	{"CLUSTER_KEY", "", "key (at least 32 bytes) the instances share to authenticate the requests they forward to each other and their notices on Redis; empty: nothing is authenticated (one instance, or a demo)", true},
 	{"LOG_LEVEL", "info", "debug, info, warn or error", false},
 	{"AUTH_JWKS_URL", "", "identity mode: the identity provider's JWK Set URL (empty: demo mode, identities not verified)", false},
@@ -65,6 +65,10 @@ var settings = []setting{
 	{"AUTH_CLOCK_SKEW", auth.DefaultClockSkew.String(), "identity mode: leeway on the tokens' exp, nbf and iat (0 to 5m)", false},
 	{"AUTH_REDEEM_SCOPE", auth.DefaultRedeemScope, "identity mode: the scope of a service token that may redeem any user's coupon (an order service)", false},
 }
+
+// minAdminToken is the shortest ADMIN_TOKEN accepted: the admin routes change stock and windows,
+// and a short token is guessed.
+const minAdminToken = 32
 
 func flagName(env string) string { return strings.ToLower(strings.ReplaceAll(env, "_", "-")) }
 
@@ -106,6 +110,9 @@ func loadConfig(name string, args []string, getenv func(string) string, stderr i
 	cfg.DatabaseURL = get("DATABASE_URL")
 	cfg.RedisPassword = *values["REDIS_PASSWORD"]
 	cfg.AdminToken = *values["ADMIN_TOKEN"]
+	if cfg.AdminToken != "" && len(cfg.AdminToken) < minAdminToken {
+		bad("ADMIN_TOKEN", fmt.Sprintf("must be at least %d characters (e.g. openssl rand -hex 32); empty disables the admin routes", minAdminToken))
+	}
 	for _, a := range strings.Split(get("REDIS_ADDRS"), ",") {
 		if a = strings.TrimSpace(a); a != "" {
 			cfg.RedisAddrs = append(cfg.RedisAddrs, a)

@@ -19,6 +19,9 @@ import (
 // The admin API (/api/v1/admin/*): registered only when an admin token is configured, and every
 // request must carry it as a bearer token.
 
+// adminFailurePause is how long a refused admin request waits for its 401.
+const adminFailurePause = time.Second
+
 // requireAdmin answers 401 unless the request carries the admin token. Both sides are hashed
 // before the constant-time compare, so neither the token's bytes nor its length leak through
 // the time taken.
@@ -26,6 +29,14 @@ func (h *Handler) requireAdmin(c *gin.Context) {
 	got, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
 	sum := sha256.Sum256([]byte(got))
 	if !ok || subtle.ConstantTimeCompare(sum[:], h.adminToken[:]) != 1 {
+		// Every failed attempt is logged, and answered only after a pause: guessing the token
+		// costs the guesser a second per try and per connection.
+		h.log.WarnContext(c.Request.Context(), "admin route refused: wrong or missing token",
+			"from", c.ClientIP(), "method", c.Request.Method, "path", c.Request.URL.Path, "token_sent", ok)
+		select {
+		case <-time.After(adminFailurePause):
+		case <-c.Request.Context().Done():
+		}
 		c.Header("WWW-Authenticate", `Bearer realm="couponsvc admin"`)
 		writeError(c, domain.ErrUnauthorized, domain.ErrUnauthorized.Message)
 		return

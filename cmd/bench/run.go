@@ -336,7 +336,7 @@ func nginxErrors(log string) string {
 }
 
 // adminToken is the instances' ADMIN_TOKEN in the runs that use the admin API (W6).
-const adminToken = "bench-admin-token"
+const adminToken = "bench-admin-token-bench-admin-token"
 
 // createOpeningCoupon creates W6's coupon through couponsvc's admin API at base.
 func createOpeningCoupon(ctx context.Context, base string, op *opening) error {
