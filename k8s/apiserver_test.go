@@ -105,9 +105,7 @@ func TestREADMESwitch(t *testing.T) {
 		t.Errorf("in normal traffic kubectl's apply still owns spec.replicas (owners %v): the next apply of k8s/autoscale/ would take it from the HPA", owners)
 	}
 
-	// The HPA's controller writes the scale subresource; none runs here, so write it as it would.
-	kubectl(t, k, root, "-n", namespace, "patch", "deployment", "coupon-api", "--subresource=scale",
-		"--field-manager=kube-controller-manager", "--type=merge", "-p", `{"spec":{"replicas":4}}`)
+	hpaScales(t, k, root, 4)
 	expect(t, k, w, 4, true, "after the HPA scaled to 4")
 	runBlock(t, k, root, blocks, "normal-traffic")
 	expect(t, k, w, 4, true, "after applying normal traffic again: the HPA's count must stay")
@@ -189,8 +187,7 @@ func TestREADMESwitchFromClientSideApply(t *testing.T) {
 	if owners := replicasOwners(t, d); slices.Contains(owners, "kubectl/Apply") || slices.Contains(owners, "kubectl-client-side-apply/Update") {
 		t.Errorf("in normal traffic an apply of the manifests still owns spec.replicas (owners %v): the next one would take it from the HPA", owners)
 	}
-	kubectl(t, k, root, "-n", namespace, "patch", "deployment", "coupon-api", "--subresource=scale",
-		"--field-manager=kube-controller-manager", "--type=merge", "-p", `{"spec":{"replicas":5}}`)
+	hpaScales(t, k, root, 5)
 	expect(t, k, w, 5, true, "after the HPA scaled to 5")
 	runBlock(t, k, root, blocks, "event-setup")
 	expect(t, k, w, 3, false, "after switching back to the event setup")
@@ -331,6 +328,14 @@ func runBlock(t *testing.T, k *testenv.Kube, root string, blocks map[string]stri
 	}
 	t.Logf("k8s/README.md block %q:\n%s%s", name, stdout, stderr)
 	noWarnings(t, "block "+name, stderr)
+}
+
+// hpaScales sets the API's replicas as the HPA's controller does, through the scale
+// subresource: none runs here, so the test writes what it would.
+func hpaScales(t *testing.T, k *testenv.Kube, root string, replicas int) {
+	t.Helper()
+	kubectl(t, k, root, "-n", namespace, "patch", "deployment", "coupon-api", "--subresource=scale",
+		"--field-manager=kube-controller-manager", "--type=merge", "-p", fmt.Sprintf(`{"spec":{"replicas":%d}}`, replicas))
 }
 
 // kubectl runs kubectl in dir; it must succeed without a warning.

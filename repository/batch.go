@@ -181,8 +181,8 @@ func (r *Repository) IssueBatches(ctx context.Context, batches []Batch) []BatchO
 		err = translate("issue batch", err)
 		for i, b := range batches {
 			if errors.Is(err, domain.ErrUnavailable) || ctx.Err() != nil {
-				ctx, cancel := context.WithTimeout(context.Background(), resolveWithin)
-				res, lerr := r.ResolveBatch(ctx, b.CouponID, b.Users, wids[i])
+				rctx, cancel := context.WithTimeout(context.Background(), resolveWithin)
+				res, lerr := r.ResolveBatch(rctx, b.CouponID, b.Users, wids[i])
 				cancel()
 				if lerr == nil {
 					out[i].Results = res
