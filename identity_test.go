@@ -475,3 +475,93 @@ func (s *identityStack) mintWith(t *testing.T, key *idp.Key, sub string) string 
 	}
 	return tok
 }
+
+// authFailures is the instance's couponsvc_auth_failures_total summed over reasons: how many
+// tokens it verified and refused.
+func authFailures(t *testing.T, in *instance) int {
+	t.Helper()
+	n := 0
+	for _, line := range strings.Split(string(do(t, "GET", in.base+"/metrics", "").body), "\n") {
+		if strings.HasPrefix(line, "couponsvc_auth_failures_total{") {
+			var v float64
+			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err != nil {
+				t.Fatalf("metrics line %q: %v", line, err)
+			}
+			n += int(v)
+		}
+	}
+	return n
+}
+
+// TestIdentityPublicAnswersBeforeVerification: in identity mode the answers to an issue request
+// that do not depend on who asks (sold out, closed, not open) are given without verifying the
+// token, so a sold-out coupon's crowd costs no signature checks, and they reveal nothing: a
+// token that would fail gets the same answer whether or not the user it claims holds the
+// coupon, while a verified holder still gets 409 on every retry. No token at all, or one of no
+// JWT's shape, is still 401; an open coupon's requests are verified as before.
+func TestIdentityPublicAnswersBeforeVerification(t *testing.T) {
+	s := newIdentityStack(t)
+	in := s.in
+	forger, err := idp.NewKey("RS256") // a key the provider never published
+	if err != nil {
+		t.Fatal(err)
+	}
+	createCoupon(t, s.st.dsn, "SOLD1", 1)
+	url := in.base + "/api/v1/coupons/SOLD1/issue"
+
+	// Open, with stock: a forged token is verified and refused.
+	holder, other := uuid.New(), uuid.New()
+	f0 := authFailures(t, in)
+	mustStatus(t, "forged token, stock left", sendAuth(t, "POST", url, s.mintWith(t, forger, holder.String()), ""), 401, "UNAUTHORIZED")
+	if f := authFailures(t, in); f != f0+1 {
+		t.Fatalf("auth failures %d -> %d: the forged token was not verified while stock is left", f0, f)
+	}
+	mustStatus(t, "holder", sendAuth(t, "POST", url, s.token(t, holder.String()), ""), 201, "")
+	mustStatus(t, "valid token of a non-holder", sendAuth(t, "POST", url, s.token(t, other.String()), ""), 410, "SOLD_OUT")
+	// Told sold out, the instance reads the final holder set within moments.
+	testenv.WaitFor(t, 10*time.Second, "a forged token of a non-holder answered 410 unverified", func() bool {
+		a := sendAuth(t, "POST", url, s.mintWith(t, forger, uuid.NewString()), "")
+		return a.status == 410
+	})
+
+	f0 = authFailures(t, in)
+	for i := range 20 {
+		mustStatus(t, fmt.Sprintf("forged token of a non-holder %d", i), sendAuth(t, "POST", url, s.mintWith(t, forger, uuid.NewString()), ""), 410, "SOLD_OUT")
+	}
+	mustStatus(t, "valid token of a non-holder, again", sendAuth(t, "POST", url, s.token(t, other.String()), ""), 410, "SOLD_OUT")
+	if f := authFailures(t, in); f != f0 {
+		t.Errorf("auth failures %d -> %d: sold-out answers verified tokens", f0, f)
+	}
+	// The holder's forged token is verified (only a verified request may learn 409) and,
+	// refused, answered like a non-holder's: 410, not 401.
+	mustStatus(t, "forged token of the holder", sendAuth(t, "POST", url, s.mintWith(t, forger, holder.String()), ""), 410, "SOLD_OUT")
+	if f := authFailures(t, in); f != f0+1 {
+		t.Errorf("auth failures %d -> %d: the forged token claiming the holder was not verified", f0, f)
+	}
+	for range 3 {
+		mustStatus(t, "the holder's retry", sendAuth(t, "POST", url, s.token(t, holder.String()), ""), 409, "ALREADY_ISSUED")
+	}
+	// No token, or none of a JWT's shape: 401 even on a sold-out coupon.
+	mustStatus(t, "no token", sendAuth(t, "POST", url, "", ""), 401, "UNAUTHORIZED")
+	mustStatus(t, "not a JWT", sendAuth(t, "POST", url, "not-a-jwt", ""), 401, "UNAUTHORIZED")
+
+	// Closed and not yet open: answered without verification too.
+	if _, err := db(t, s.st.dsn).Exec(context.Background(), `INSERT INTO coupon (id, code, name, discount_amount, total_quantity, opens_at, closes_at)
+		VALUES ($1, 'LATE1', 'x', 100, 5, now() - interval '2 hours', now() - interval '1 hour'),
+		       ($2, 'SOON1', 'x', 100, 5, now() + interval '1 hour', NULL)`, uuid.New(), uuid.New()); err != nil {
+		t.Fatal(err)
+	}
+	for code, want := range map[string]string{"LATE1": "EVENT_CLOSED", "SOON1": "EVENT_NOT_OPEN"} {
+		u := in.base + "/api/v1/coupons/" + code + "/issue"
+		mustStatus(t, code+" with a valid token (the instance learns the coupon)", sendAuth(t, "POST", u, s.token(t, other.String()), ""), 403, want)
+		f0 = authFailures(t, in)
+		mustStatus(t, code+" with a forged token", sendAuth(t, "POST", u, s.mintWith(t, forger, holder.String()), ""), 403, want)
+		if f := authFailures(t, in); f != f0 {
+			t.Errorf("%s: auth failures %d -> %d: a closed coupon's answer verified the token", code, f0, f)
+		}
+	}
+	checkInvariants(t, s.st.dsn, "SOLD1", 1, nil)
+	if n := walletRows(t, s.st.dsn); n != 1 {
+		t.Errorf("%d wallet rows, want 1", n)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"couponsvc/domain"
+	"couponsvc/internal/arrival"
 	"couponsvc/internal/auth"
 	"couponsvc/service"
 
@@ -26,6 +27,45 @@ func (h *Handler) identify(c *gin.Context) {
 	if h.verifier == nil {
 		return
 	}
+	h.verify(c, nil)
+}
+
+// identifyIssuer is identify for the issue route: an answer that does not depend on who asks
+// (the coupon sold out, closed, not open: service.Refusal, from the instance's cache) is given
+// before the token's signature is checked, so that the crowd of a sold-out coupon costs what it
+// costs in demo mode. Everything else is verified as identify does.
+func (h *Handler) identifyIssuer(c *gin.Context) {
+	if h.verifier == nil {
+		return
+	}
+	claimed, ok := h.verifier.Claimed(c.GetHeader("Authorization"))
+	if !ok { // no token of a JWT's shape: identify says why (401)
+		h.verify(c, nil)
+		return
+	}
+	ctx := c.Request.Context()
+	code := c.Param("code")
+	refusal, verify := h.svc.Refusal(service.WithArrival(ctx, arrival.Of(ctx)), code, claimed)
+	if refusal != nil && !verify {
+		h.writeServiceError(c, refusal)
+		return
+	}
+	if refusal == nil {
+		h.verify(c, nil)
+		return
+	}
+	// Sold out, and the claimed user holds the coupon: a verified holder is told so (409, by
+	// the full path); any other request gets what a non-holder gets.
+	h.verify(c, func() {
+		h.svc.Answered(ctx, code, claimed, refusal)
+		h.writeServiceError(c, refusal)
+	})
+}
+
+// verify verifies the request's bearer token and keeps the caller's identity for the handler.
+// A token that fails is counted, and answered 401, or by refused when there is one (see
+// identifyIssuer).
+func (h *Handler) verify(c *gin.Context, refused func()) {
 	id, err := h.verifier.Verify(c.Request.Context(), c.GetHeader("Authorization"))
 	if err != nil {
 		var e *auth.Error
@@ -34,6 +74,10 @@ func (h *Handler) identify(c *gin.Context) {
 		}
 		h.metrics.AuthFailures.WithLabelValues(e.Reason).Inc()
 		h.log.DebugContext(c, "token refused", "reason", e.Reason, "err", err)
+		if refused != nil {
+			refused()
+			return
+		}
 		// RFC 6750 section 3: no error code when the request had no bearer token at all.
 		challenge := `Bearer realm="couponsvc"`
 		if !e.Missing() {

@@ -20,8 +20,9 @@ func (h *Handler) routes(r *gin.Engine) {
 
 	api := r.Group("/api/v1")
 	// The user routes: in identity mode identify answers 401 unless a valid bearer token names
-	// the caller (identity.go); the coupon reads are public.
-	api.POST("/coupons/:code/issue", h.identify, h.limitInFlight, h.issueCoupon)
+	// the caller (identity.go), except the issue route's answers that do not depend on
+	// who asks (identifyIssuer); the coupon reads are public.
+	api.POST("/coupons/:code/issue", h.identifyIssuer, h.limitInFlight, h.issueCoupon)
 	api.GET("/coupons", h.listCoupons)
 	api.GET("/coupons/:code", h.getCoupon)
 	api.GET("/users/me/coupons", h.identify, h.myWallet)

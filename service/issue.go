@@ -120,6 +120,12 @@ func (s *Service) Issue(ctx context.Context, code string, userID uuid.UUID) (dom
 	}
 	// The business clock at the request's arrival: the issuing window is checked then.
 	e, err := s.issue(ctx, code, userID, arrived, s.now().Add(-start.Sub(arrived)))
+	s.record(ctx, code, userID, start, err)
+	return e, err
+}
+
+// record counts and logs the answer to an issue request that started at start.
+func (s *Service) record(ctx context.Context, code string, userID uuid.UUID, start time.Time, err error) {
 	result := resultOf(err)
 	label := code
 	if err != nil && (errors.Is(err, domain.ErrCouponNotFound) || s.cached(code) == nil) {
@@ -135,7 +141,6 @@ func (s *Service) Issue(ctx context.Context, code string, userID uuid.UUID) (dom
 				"duration_ms", float64(time.Since(start).Microseconds())/1000)
 		}
 	}
-	return e, err
 }
 
 type arrivalKey struct{}

@@ -13,6 +13,8 @@ package auth
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -256,6 +258,33 @@ func (v *Verifier) Verify(ctx context.Context, authorization string) (Identity, 
 	id := Identity{User: v.UserID(c.Subject), Subject: c.Subject, CanRedeem: c.hasScope(v.cfg.RedeemScope)}
 	v.verified.put(sum, verifiedToken{id: id, expires: c.ExpiresAt.Time.Add(v.cfg.ClockSkew), keys: gen})
 	return id, nil
+}
+
+// Claimed is the user a bearer token names, NOT verified: its payload's sub, read without
+// checking the signature or any claim (ok false when the header holds no token of a JWT's shape
+// or no subject). It lets a caller give answers that do not depend on who asks before paying for
+// a verification (see service.Refusal); it must never decide anything private to that user.
+func (v *Verifier) Claimed(authorization string) (user uuid.UUID, ok bool) {
+	raw, ok := bearer(authorization)
+	if !ok || len(raw) > MaxTokenBytes || !compactJWS(raw) {
+		return uuid.Nil, false
+	}
+	_, rest, ok := strings.Cut(raw, ".")
+	payload, _, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 {
+		return uuid.Nil, false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		return uuid.Nil, false
+	}
+	var c struct {
+		Subject string `json:"sub"`
+	}
+	if json.Unmarshal(b, &c) != nil || c.Subject == "" {
+		return uuid.Nil, false
+	}
+	return v.UserID(c.Subject), true
 }
 
 // refusal says why the parser refused a token.

@@ -248,6 +248,36 @@ func TestVerifyRefusals(t *testing.T) {
 	}
 }
 
+// TestClaimed: the unverified user of a token is the one Verify finds in it once verified, for
+// UUID and other subjects, also of tokens that fail verification; no subject, or no JWT, is none.
+func TestClaimed(t *testing.T) {
+	p := newProvider(t)
+	v := p.verifier(t, time.Hour)
+	for _, sub := range []string{uuid.NewString(), "auth0|65f0c0ffee"} {
+		h := p.bearer(t, p.Key(), idp.Claims{Subject: sub})
+		id, err := v.Verify(context.Background(), h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := v.Claimed(h); !ok || got != id.User {
+			t.Errorf("Claimed(%s) = %s %v, Verify found %s", sub, got, ok, id.User)
+		}
+		expired := p.bearer(t, p.Key(), idp.Claims{Subject: sub, IssuedAt: time.Now().Add(-3 * time.Hour), Lifetime: time.Hour})
+		if got, ok := v.Claimed(expired); !ok || got != id.User {
+			t.Errorf("Claimed of an expired token of %s = %s %v, want %s (unverified)", sub, got, ok, id.User)
+		}
+	}
+	for _, h := range []string{"", "Bearer", "Basic abc", "Bearer x.y.z", "Bearer a.b", "Bearer " + strings.Repeat("a", auth.MaxTokenBytes+1),
+		"Bearer eyJhbGciOiJub25lIn0.e30.",            // {} : no sub
+		"Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiIifQ.", // sub ""
+		"Bearer eyJhbGciOiJub25lIn0.bm90IGpzb24.",    // not JSON
+	} {
+		if got, ok := v.Claimed(h); ok {
+			t.Errorf("Claimed(%.40q) = %s, want none", h, got)
+		}
+	}
+}
+
 // BenchmarkVerify is what identity mode adds to a user request with a token not seen before:
 // parsing and verifying an RS256 access token (2048-bit key) against the cached JWK Set.
 func BenchmarkVerify(b *testing.B) { benchmarkVerify(b, false) }

@@ -1,0 +1,61 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"couponsvc/domain"
+
+	"github.com/google/uuid"
+)
+
+// Refusal answers, from this instance's cached state alone (no I/O, no lock, no query), an issue
+// request whose answer does not depend on who asks: the coupon's window refuses it at its
+// arrival (not open, closed, paused), or the coupon is sold out and its holder set is final.
+// claimed is the user the request claims to be, not yet verified.
+//
+// Identity mode asks it before verifying the request's token, so that the crowd of a sold-out or
+// closed coupon costs no signature check: those answers are public (GET /api/v1/coupons/{code}
+// says as much to anyone). A refusal with verify true is the sold-out answer to a claimed user
+// who holds the coupon: only a verified request may learn that (409 ALREADY_ISSUED, the same on
+// every retry), so the token is verified first, and a request whose token fails gets this
+// refusal, not 401, so that an unverified request's answer never depends on whether the claimed
+// user holds the coupon. nil: only the full path (Issue) can answer.
+//
+// A refusal without verify is counted and logged like Issue's answers; one with verify that is
+// given is passed to Answered.
+func (s *Service) Refusal(ctx context.Context, code string, claimed uuid.UUID) (refusal error, verify bool) {
+	st := s.cached(code)
+	if st == nil {
+		return nil, false // unknown here: Issue looks it up, after verification
+	}
+	start := time.Now()
+	arrived := start
+	if at, ok := ctx.Value(arrivalKey{}).(time.Time); ok && at.Before(start) {
+		arrived = at
+	}
+	err := st.window.Load().check(s.now().Add(-start.Sub(arrived)))
+	if err == nil {
+		st.mu.Lock()
+		_, held := st.holders[claimed]
+		final := st.final
+		st.mu.Unlock()
+		if !final {
+			return nil, false
+		}
+		if held {
+			return fmt.Errorf("issue %s: %w", code, domain.ErrSoldOut), true
+		}
+		err = domain.ErrSoldOut
+	}
+	err = fmt.Errorf("issue %s: %w", code, err)
+	s.record(ctx, code, claimed, start, err)
+	return err, false
+}
+
+// Answered counts and logs err as the answer to an issue request for code by user that Issue
+// did not serve (see Refusal).
+func (s *Service) Answered(ctx context.Context, code string, user uuid.UUID, err error) {
+	s.record(ctx, code, user, time.Now(), err)
+}
