@@ -34,7 +34,9 @@ type Result struct {
 
 // issueBatchSQL issues coupon $1 to the users $3 (wallet ids $2), in the order given, as one
 // statement and so one transaction, under fencing token $4:
-//   - c locks the coupon row, but only for a token not older than the last one accepted;
+//   - c locks the coupon row, but only for a token not older than the last one accepted, and
+//     says whether the coupon's window refuses the batch (paused, closed or not open by
+//     PostgreSQL's clock: the authority, whatever the instances' clocks or caches say);
 //   - held are the users who already hold the coupon; fresh keeps the first request of each
 //     other user; winners are the first `remaining` fresh requests in arrival order;
 //   - expires_at is computed here, as the schema's trigger would (the trigger then has nothing
@@ -42,18 +44,20 @@ type Result struct {
 //   - the insert skips a (coupon, user) that another transaction committed meanwhile (possible
 //     only when a lock was lost), or a wallet id that is taken (ids chosen by another
 //     instance: never trusted to be free), and the counter moves by the rows actually inserted, so
-//     issued_quantity = count(rows) holds whatever happens, and the CHECK keeps it <= total.
+//     issued_quantity = count(rows) holds whatever happens, and the CHECK keeps it <= total;
+//   - a refused window inserts nothing.
 //
 // The answer is one short row: the counts after the statement (NULL when the token was stale),
-// the issue time (one for the whole transaction), the wallet ids inserted and the users who
-// already held the coupon. One row rather than a row per request:
+// the issue time (one for the whole transaction), the wallet ids inserted, the users who
+// already held the coupon and the window's refusal (NULL when open). One row rather than a row per request:
 // a reply that fits one read wakes the waiting goroutine once, and on a busy machine each
 // wake-up waits its turn for a CPU.
 const issueBatchSQL = `
 WITH req AS (
     SELECT wid, uid, ord FROM unnest($2::uuid[], $3::uuid[]) WITH ORDINALITY AS r(wid, uid, ord)
 ), c AS (
-    SELECT id, total_quantity - issued_quantity AS remaining, valid_days
+    SELECT id, total_quantity - issued_quantity AS remaining, valid_days,
+           CASE WHEN paused OR closes_at <= now() THEN 'closed' WHEN now() < opens_at THEN 'not_open' END AS refused
       FROM coupon WHERE id = $1 AND fence_token <= $4
        FOR UPDATE
 ), held AS (
@@ -67,7 +71,7 @@ WITH req AS (
      ORDER BY uid, ord
 ), winners AS (
     SELECT wid, uid FROM fresh ORDER BY ord
-     LIMIT coalesce((SELECT greatest(remaining, 0) FROM c), 0)
+     LIMIT coalesce((SELECT greatest(remaining, 0) FROM c WHERE refused IS NULL), 0)
 ), ins AS (
     INSERT INTO coupon_wallet (id, coupon_id, user_id, issued_at, expires_at)
     SELECT wid, $1, uid, now(), now() + (SELECT valid_days FROM c) * interval '24 hours' FROM winners
@@ -81,10 +85,13 @@ WITH req AS (
 SELECT (SELECT issued_quantity FROM upd), (SELECT total_quantity FROM upd),
        (SELECT max(issued_at) FROM ins),
        ARRAY(SELECT id FROM ins),
-       ARRAY(SELECT user_id FROM held)`
+       ARRAY(SELECT user_id FROM held),
+       (SELECT refused FROM c)`
 
 // IssueBatch issues coupon couponID to each user of users, in that (arrival) order, in ONE
-// transaction under lock grant fence, and returns one Result per user. Duplicates are resolved
+// transaction under lock grant fence, and returns one Result per user, or, issuing nothing,
+// domain.ErrEventClosed or domain.ErrEventNotOpen when the coupon's window refuses the batch by
+// PostgreSQL's clock (paused counts as closed). Duplicates are resolved
 // in order (a user's first request may win, later ones are AlreadyIssued), and so is the stock
 // boundary (the earliest fresh requests win). It returns ErrStaleFence when PostgreSQL already
 // accepted a newer grant (nothing was written), domain.ErrUnavailable when PostgreSQL is unreachable.
@@ -120,9 +127,12 @@ type batchRow struct {
 	at            *time.Time
 	inserted      []uuid.UUID
 	held          []uuid.UUID
+	refused       *string
 }
 
-func (b *batchRow) dest() []any { return []any{&b.issued, &b.total, &b.at, &b.inserted, &b.held} }
+func (b *batchRow) dest() []any {
+	return []any{&b.issued, &b.total, &b.at, &b.inserted, &b.held, &b.refused}
+}
 
 // IssueBatches issues several coupons' batches in ONE transaction, one commit for all (group
 // commit across coupons: with many coupons open at once, PostgreSQL's commits, not its
@@ -207,6 +217,12 @@ func (r *Repository) IssueBatches(ctx context.Context, batches []Batch) []BatchO
 func (r *Repository) decide(ctx context.Context, b Batch, wids []uuid.UUID, row batchRow) ([]Result, error) {
 	if row.issued == nil || row.total == nil {
 		return nil, r.whyNoCoupon(ctx, b.CouponID, b.Fence)
+	}
+	if row.refused != nil {
+		if *row.refused == "not_open" {
+			return nil, fmt.Errorf("issue batch: by PostgreSQL's clock: %w", domain.ErrEventNotOpen)
+		}
+		return nil, fmt.Errorf("issue batch: by PostgreSQL's clock: %w", domain.ErrEventClosed)
 	}
 	inserted := make(map[uuid.UUID]bool, len(row.inserted))
 	for _, id := range row.inserted {

@@ -437,3 +437,52 @@ func TestTranslate(t *testing.T) {
 		}
 	}
 }
+
+// The batch statement itself refuses outside the coupon's window and while it is paused, by
+// PostgreSQL's clock, whatever the caller believed: nothing is inserted and the counter does
+// not move; in a group, only that coupon's batch is refused.
+func TestIssueBatchRefusedByWindow(t *testing.T) {
+	r := migrated(t)
+	ctx := context.Background()
+	mk := func(code string) domain.Coupon {
+		c, err := r.CreateCoupon(ctx, domain.Coupon{Code: code, Name: code, DiscountAmount: 1, TotalQuantity: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	open, soon, late, paused := mk("WOPEN"), mk("WSOON"), mk("WLATE"), mk("WPAUSED")
+	for _, q := range []string{
+		`UPDATE coupon SET opens_at = now() + interval '1 minute' WHERE code = 'WSOON'`,
+		`UPDATE coupon SET opens_at = now() - interval '2 hours', closes_at = now() - interval '1 second' WHERE code = 'WLATE'`,
+		`UPDATE coupon SET paused = true WHERE code = 'WPAUSED'`,
+	} {
+		if _, err := r.pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u := uuid.New()
+	out := r.IssueBatches(ctx, []Batch{
+		{CouponID: soon.ID, Fence: 1, Users: []uuid.UUID{u}},
+		{CouponID: open.ID, Fence: 1, Users: []uuid.UUID{u}},
+		{CouponID: late.ID, Fence: 1, Users: []uuid.UUID{u}},
+		{CouponID: paused.ID, Fence: 1, Users: []uuid.UUID{u}},
+	})
+	for i, want := range []error{domain.ErrEventNotOpen, nil, domain.ErrEventClosed, domain.ErrEventClosed} {
+		if !errors.Is(out[i].Err, want) || (want == nil && (out[i].Err != nil || out[i].Results[0].Outcome != Issued)) {
+			t.Errorf("batch %d: %+v, want %v", i, out[i], want)
+		}
+	}
+	if _, err := issueOne(ctx, r, soon.ID, uuid.New(), 2); !errors.Is(err, domain.ErrEventNotOpen) {
+		t.Errorf("alone, not open: %v", err)
+	}
+	for _, c := range []domain.Coupon{soon, late, paused} {
+		var issued, rows int
+		if err := r.pool.QueryRow(ctx, `SELECT issued_quantity, (SELECT count(*) FROM coupon_wallet WHERE coupon_id = $1) FROM coupon WHERE id = $1`, c.ID).Scan(&issued, &rows); err != nil {
+			t.Fatal(err)
+		}
+		if issued != 0 || rows != 0 {
+			t.Errorf("%s: issued %d, %d rows after a refused batch", c.Code, issued, rows)
+		}
+	}
+}

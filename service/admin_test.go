@@ -246,7 +246,51 @@ func TestStalenessBoundedWithoutBus(t *testing.T) {
 	t.Logf("pause seen without a notice after %v", time.Since(start))
 }
 
-// Expiry is on the service's clock: usable until one millisecond before expiresAt.
+// The issuing window is PostgreSQL's: an instance whose clock is an hour off (behind: it
+// believes a closed coupon open; ahead: it believes a coupon open an hour early) issues
+// nothing outside the window, answers what PostgreSQL's clock says, and keeps serving.
+func TestWindowByPostgresClock(t *testing.T) {
+	st := newStack(t)
+	repo := st.repo(t)
+	ctx := context.Background()
+	now := time.Now()
+	late, err := repo.CreateCoupon(ctx, domain.Coupon{Code: "LATE", Name: "late", DiscountAmount: 1, TotalQuantity: 10,
+		OpensAt: now.Add(-2 * time.Hour), ClosesAt: ptr(now.Add(-time.Minute)), ValidDays: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	soon, err := repo.CreateCoupon(ctx, domain.Coupon{Code: "SOON", Name: "soon", DiscountAmount: 1, TotalQuantity: 10,
+		OpensAt: now.Add(30 * time.Minute), ValidDays: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	behind := st.service(t, &clock{t: now.Add(-time.Hour)}, false, Config{})
+	ahead := st.service(t, &clock{t: now.Add(time.Hour)}, false, Config{})
+	for range 3 {
+		if _, err := behind.Issue(ctx, "LATE", uuid.New()); !errors.Is(err, domain.ErrEventClosed) {
+			t.Fatalf("closed by PostgreSQL's clock, the instance an hour behind: %v", err)
+		}
+		if _, err := ahead.Issue(ctx, "SOON", uuid.New()); !errors.Is(err, domain.ErrEventNotOpen) {
+			t.Fatalf("not open by PostgreSQL's clock, the instance an hour ahead: %v", err)
+		}
+	}
+	for _, c := range []domain.Coupon{late, soon} {
+		got, err := repo.CouponByCode(ctx, c.Code)
+		if err != nil || got.IssuedQuantity != 0 {
+			t.Errorf("%s: %+v %v, want nothing issued", c.Code, got, err)
+		}
+	}
+	// The instance still serves an open coupon.
+	mustCreate(t, behind, domain.Coupon{Code: "OPEN", Name: "open", DiscountAmount: 1, TotalQuantity: 10, ValidDays: 1, OpensAt: now.Add(-2 * time.Hour)})
+	if _, err := behind.Issue(ctx, "OPEN", uuid.New()); err != nil {
+		t.Fatalf("an open coupon after the refusals: %v", err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Redemption checks expiry by PostgreSQL's clock, the one that set expiresAt, whatever the
+// instance's clock says; the wallet's status filter reads the instance's clock.
 func TestRedeemExpiryAndWalletStatus(t *testing.T) {
 	st := newStack(t)
 	c := &clock{t: time.Now()}
@@ -279,14 +323,25 @@ func TestRedeemExpiryAndWalletStatus(t *testing.T) {
 	status(u1, WalletUsable)
 	r, err := s.Redeem(ctx, e1.ID, u1, "order-1", 12000)
 	if err != nil || r.BuyerPays != 9000 || r.SellerReceives != 12000 || r.DiscountAmount != 3000 {
-		t.Fatalf("redeem 1 ms before expiry: %+v %v", r, err)
+		t.Fatalf("redeem before expiry: %+v %v", r, err)
 	}
 	status(u1, WalletRedeemed)
-	c.Set(e2.ExpiresAt)
-	status(u2, WalletExpired)
-	if _, err := s.Redeem(ctx, e2.ID, u2, "order-2", 12000); !errors.Is(err, domain.ErrExpired) {
-		t.Fatalf("redeem at expiry: %v", err)
+	// e2 expires now by PostgreSQL's clock; the instance's clock is an hour behind.
+	var expires time.Time
+	pool, err := pgxpool.New(ctx, st.dsn)
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer pool.Close()
+	if err := pool.QueryRow(ctx, `UPDATE coupon_wallet SET expires_at = now() WHERE id = $1 RETURNING expires_at`, e2.ID).Scan(&expires); err != nil {
+		t.Fatal(err)
+	}
+	c.Set(expires.Add(-time.Hour))
+	if _, err := s.Redeem(ctx, e2.ID, u2, "order-2", 12000); !errors.Is(err, domain.ErrExpired) {
+		t.Fatalf("redeem after expiry by PostgreSQL's clock, the instance's an hour behind: %v", err)
+	}
+	c.Set(expires)
+	status(u2, WalletExpired)
 	c.Set(e1.ExpiresAt.Add(time.Hour)) // redeemed stays redeemed, and a retry still answers the same
 	status(u1, WalletRedeemed)
 	again, err := s.Redeem(ctx, e1.ID, u1, "order-1", 12000)

@@ -476,16 +476,21 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (ran, 
 	}
 	if err != nil {
 		err = s.translate(err)
-		if errors.Is(err, domain.ErrOutcomeUnknown) {
+		// PostgreSQL's clock refused the window (this instance's cache or clock is behind it):
+		// the batch wrote nothing, the grant is still good, and the cache is read again.
+		window := errors.Is(err, domain.ErrEventClosed) || errors.Is(err, domain.ErrEventNotOpen)
+		switch {
+		case window:
+			go s.reload(context.WithoutCancel(ctx), st)
+		case errors.Is(err, domain.ErrOutcomeUnknown):
 			go s.resolveLater(st, batch)
-		}
-		if !errors.Is(err, domain.ErrUnavailable) && !errors.Is(err, domain.ErrOutcomeUnknown) {
+		case !errors.Is(err, domain.ErrUnavailable):
 			s.log.Error("issue batch", "coupon", st.coupon.Code, "size", len(batch), "err", err)
 		}
 		for _, r := range batch {
 			r.done <- issueOutcome{err: err}
 		}
-		return true, false
+		return true, window
 	}
 
 	var retry []*issueRequest

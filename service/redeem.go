@@ -25,7 +25,7 @@ func (s *Service) Redeem(ctx context.Context, walletID, userID uuid.UUID, orderI
 	case orderAmount < 0 || orderAmount > maxAmount:
 		return domain.Redemption{}, invalid("orderAmount must be between 0 and %d", int64(maxAmount))
 	}
-	r, err := s.repo.Redeem(ctx, walletID, userID, orderID, orderAmount, s.now())
+	r, err := s.repo.Redeem(ctx, walletID, userID, orderID, orderAmount)
 	result := "redeemed"
 	if err != nil {
 		err = s.translate(err)

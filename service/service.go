@@ -40,7 +40,7 @@ type Repository interface {
 	CreateSchedule(ctx context.Context, s domain.Schedule) (domain.Schedule, error)
 	ListSchedules(ctx context.Context) ([]domain.Schedule, error)
 	MaterialiseCoupon(ctx context.Context, c domain.Coupon, scheduleID uuid.UUID, day time.Time) (bool, error)
-	Redeem(ctx context.Context, walletID, userID uuid.UUID, orderID string, orderAmount int64, now time.Time) (domain.Redemption, error)
+	Redeem(ctx context.Context, walletID, userID uuid.UUID, orderID string, orderAmount int64) (domain.Redemption, error)
 }
 
 // Mutex is one named distributed lock, held by the owner carried in the context.
