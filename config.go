@@ -54,7 +54,7 @@ var settings = []setting{
 	{"LOCK_WATCHDOG_TIMEOUT", lock.DefaultWatchdogTimeout.String(), "watchdog lease (Redisson's lockWatchdogTimeout), renewed at a third of it: a crashed holder frees a coupon within it", false},
 	{"ADVERTISE_ADDR", "", "host:port at which the other instances reach this one (default: HTTP_ADDR's host, or this host's first non-loopback IPv4, and its port)", false},
 	{"SEED_DEMO_COUPONS", "true", "create tiers A0001/B0001/C0001 if absent", false},
-	{"MAX_INFLIGHT", "4096", "issue requests in progress per instance; beyond it, 429 at once", false},
+	{"MAX_INFLIGHT", "4096", "issue requests in progress per instance, and as many wallet reads; beyond it, 429 at once", false},
 	{"ADMIN_TOKEN", "", "bearer token (at least 32 characters) for /api/v1/admin/*; empty disables those routes", true},
 	{"CLUSTER_KEY", "", "key (at least 32 bytes) the instances share to authenticate the requests they forward to each other and their notices on Redis; empty: nothing is authenticated (one instance, or a demo)", true},
 	{"LOG_LEVEL", "info", "debug, info, warn or error", false},

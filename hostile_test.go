@@ -339,3 +339,52 @@ func lockTable(t *testing.T, dsn, table string) {
 		t.Fatal(err)
 	}
 }
+
+// Clients polling the coupon and their wallets in a loop while the coupon is issued: the
+// polls cost PostgreSQL a bounded share (coupon reads from the instance's snapshot, wallet
+// reads on at most a quarter of the pool and MAX_INFLIGHT at once), and every issue is served.
+func TestPollingDoesNotStarveIssuing(t *testing.T) {
+	st := newStack(t, 1)
+	in := startInstance(t, st.env(map[string]string{"MAX_INFLIGHT": "64"}))
+	createCoupon(t, st.dsn, "POLLED", 300)
+	stop := make(chan struct{})
+	var polls, tooMany, failed atomic.Int64
+	var pollers sync.WaitGroup
+	for i := range 200 {
+		pollers.Go(func() {
+			user := uuid.NewString()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				path := "/api/v1/coupons/POLLED"
+				if i%2 == 1 {
+					path = "/api/v1/users/" + user + "/coupons"
+				}
+				a, err := send("GET", in.base+path, "")
+				switch {
+				case err != nil || a.status >= 500:
+					failed.Add(1)
+				case a.status == 429:
+					tooMany.Add(1)
+				}
+				polls.Add(1)
+			}
+		})
+	}
+	start := time.Now()
+	answers, _ := crowd(t, 300, 50, func(int) answer { return in.issue(t, "POLLED", uuid.New()) })
+	took := time.Since(start)
+	close(stop)
+	testenv.Wait(t, &pollers, 30*time.Second, "the pollers stop")
+	if got := statusCounts(answers); got[201] != 300 {
+		t.Errorf("issues while 200 clients polled: %v, want 300 × 201", got)
+	}
+	if n := failed.Load(); n > 0 {
+		t.Errorf("%d polls failed or got a 5xx", n)
+	}
+	checkInvariants(t, st.dsn, "POLLED", 300, nil)
+	t.Logf("HOSTILE|200 clients polling GET /api/v1/coupons/{code} and their wallets in a loop (%d polls, %d answered 429) while 300 users asked for a coupon of 300|all 300 issued in %v, no poll failed", polls.Load(), tooMany.Load(), took.Round(time.Millisecond))
+}

@@ -209,6 +209,8 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	m := metrics.New()
 	svc := service.New(repo, service.NewLocker(locks), service.Config{
 		LockWait: cfg.LockWait, LockLease: cfg.LockLease,
+		// The user reads take at most a quarter of the pool; the issue batches keep the rest.
+		ReadConns: max(1, repo.MaxConns()/4),
 		Advertise: advertise, Peers: peer.NewClient(cfg.ClusterKey),
 		Bus:   notify.New(nodes, "couponsvc:coupon-changed", cfg.ClusterKey),
 		Facts: notify.New(nodes, "couponsvc:coupon-facts", cfg.ClusterKey),

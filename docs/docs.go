@@ -468,6 +468,12 @@ const docTemplate = `{
                             "$ref": "#/definitions/handler.ErrorUnauthorized"
                         }
                     },
+                    "429": {
+                        "description": "TOO_MANY_REQUESTS (with Retry-After)",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorTooManyRequests"
+                        }
+                    },
                     "503": {
                         "description": "UNAVAILABLE",
                         "schema": {
@@ -539,6 +545,12 @@ const docTemplate = `{
                         "description": "FORBIDDEN (identity mode: another user's wallet)",
                         "schema": {
                             "$ref": "#/definitions/handler.ErrorForbidden"
+                        }
+                    },
+                    "429": {
+                        "description": "TOO_MANY_REQUESTS (with Retry-After)",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorTooManyRequests"
                         }
                     },
                     "503": {

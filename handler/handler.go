@@ -34,6 +34,7 @@ type Handler struct {
 	metrics  *metrics.Metrics
 	log      *slog.Logger
 	inflight chan struct{} // a slot per issue request in progress (MAX_INFLIGHT)
+	reading  chan struct{} // a slot per wallet read in progress (MAX_INFLIGHT too)
 	observed sync.Map      // observedKey -> observedSeries
 	engine   *gin.Engine
 	// adminToken is the SHA-256 of ADMIN_TOKEN; the admin routes exist only when it is set.
@@ -45,7 +46,7 @@ type Handler struct {
 
 // Config tunes the HTTP layer.
 type Config struct {
-	MaxInFlight int      // issue requests in progress at once; beyond it 429
+	MaxInFlight int      // issue requests in progress at once, and wallet reads; beyond it 429
 	AdminToken  string   // bearer token of the admin routes; empty: no admin routes
 	ClusterKey  seal.Key // authenticates the batches other instances forward (nil: none)
 	// Identity verifies the bearer tokens of the user routes (identity mode); nil: demo mode,
@@ -58,7 +59,8 @@ func New(svc *service.Service, m *metrics.Metrics, log *slog.Logger, cfg Config)
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 4096
 	}
-	h := &Handler{svc: svc, metrics: m, log: log, inflight: make(chan struct{}, cfg.MaxInFlight), verifier: cfg.Identity,
+	h := &Handler{svc: svc, metrics: m, log: log, inflight: make(chan struct{}, cfg.MaxInFlight),
+		reading: make(chan struct{}, cfg.MaxInFlight), verifier: cfg.Identity,
 		clusterKey: cfg.ClusterKey}
 	if h.verifier != nil {
 		for _, r := range auth.Reasons { // every reason shows, at 0, from the start
@@ -149,6 +151,20 @@ func (h *Handler) limitInFlight(c *gin.Context) {
 		<-h.inflight
 		h.metrics.InFlight.Dec()
 	}()
+	c.Next()
+}
+
+// limitReads bounds the wallet reads in progress as limitInFlight bounds the issues, with slots
+// of their own: a flood of reads is answered 429 rather than queued, and cannot take the issue
+// requests' slots (nor, below, more than their share of PostgreSQL: service.Config.ReadConns).
+func (h *Handler) limitReads(c *gin.Context) {
+	select {
+	case h.reading <- struct{}{}:
+	default:
+		writeError(c, domain.ErrTooManyRequests, domain.ErrTooManyRequests.Message)
+		return
+	}
+	defer func() { <-h.reading }()
 	c.Next()
 }
 
@@ -287,6 +303,7 @@ func (h *Handler) getCoupon(c *gin.Context) {
 //	@Failure		400		{object}	ErrorInvalidRequest	"INVALID_REQUEST"
 //	@Failure		401		{object}	ErrorUnauthorized	"UNAUTHORIZED (identity mode; with WWW-Authenticate)"
 //	@Failure		403		{object}	ErrorForbidden	"FORBIDDEN (identity mode: another user's wallet)"
+//	@Failure		429		{object}	ErrorTooManyRequests	"TOO_MANY_REQUESTS (with Retry-After)"
 //	@Failure		503		{object}	ErrorUnavailable	"UNAVAILABLE"
 //	@Router			/api/v1/users/{userId}/coupons [get]
 func (h *Handler) userWallet(c *gin.Context) {

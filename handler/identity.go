@@ -135,6 +135,7 @@ func errForbidden(why string) error { return fmt.Errorf("%w: %s", domain.ErrForb
 //	@Success		200		{array}		WalletEntryResponse
 //	@Failure		400		{object}	ErrorInvalidRequest	"INVALID_REQUEST"
 //	@Failure		401		{object}	ErrorUnauthorized	"UNAUTHORIZED (identity mode; with WWW-Authenticate)"
+//	@Failure		429		{object}	ErrorTooManyRequests	"TOO_MANY_REQUESTS (with Retry-After)"
 //	@Failure		503		{object}	ErrorUnavailable	"UNAVAILABLE"
 //	@Router			/api/v1/users/me/coupons [get]
 func (h *Handler) myWallet(c *gin.Context) {

@@ -25,8 +25,8 @@ func (h *Handler) routes(r *gin.Engine) {
 	api.POST("/coupons/:code/issue", h.identifyIssuer, h.limitInFlight, h.issueCoupon)
 	api.GET("/coupons", h.listCoupons)
 	api.GET("/coupons/:code", h.getCoupon)
-	api.GET("/users/me/coupons", h.identify, h.myWallet)
-	api.GET("/users/:userId/coupons", h.identify, h.userWallet)
+	api.GET("/users/me/coupons", h.identify, h.limitReads, h.myWallet)
+	api.GET("/users/:userId/coupons", h.identify, h.limitReads, h.userWallet)
 	api.POST("/wallet/:walletId/redeem", h.identify, h.redeem)
 
 	if h.adminToken != nil { // no token configured: the admin routes do not exist

@@ -79,6 +79,9 @@ type Repository struct {
 // New returns a Repository over pool.
 func New(pool *pgxpool.Pool) *Repository { return &Repository{pool: pool} }
 
+// MaxConns is the size of the connection pool.
+func (r *Repository) MaxConns() int { return int(r.pool.Config().MaxConns) }
+
 // Ping checks that PostgreSQL answers.
 func (r *Repository) Ping(ctx context.Context) error {
 	if err := r.pool.Ping(ctx); err != nil {

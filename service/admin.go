@@ -135,6 +135,7 @@ func every(ctx context.Context, d time.Duration, fn func(context.Context)) {
 // reload reads one cached coupon again after a notice that it changed.
 func (s *Service) reload(ctx context.Context, st *couponState) {
 	seen := st.changes.Add(1) // reads begun before the notice are older than this one
+	s.readsStale()
 	c, err := s.repo.CouponByCode(ctx, st.coupon.Code)
 	if err != nil {
 		s.log.Warn("reload changed coupon", "coupon", st.coupon.Code, "err", err)
@@ -179,6 +180,7 @@ func (s *Service) add(c domain.Coupon) *couponState {
 	if st == nil {
 		st = newCouponState(c)
 		s.coupons[c.Code] = st
+		s.readsStale()
 	}
 	return st
 }
@@ -202,6 +204,7 @@ func (s *Service) learn(ctx context.Context, code string) {
 // changed makes a coupon change visible: at once in this instance, and through the bus in the
 // others (which also refresh by themselves within MetaRefresh should the notice be lost).
 func (s *Service) changed(ctx context.Context, c domain.Coupon) {
+	s.readsStale()
 	if st := s.cached(c.Code); st != nil {
 		st.apply(c, st.changes.Add(1))
 	} else {

@@ -51,7 +51,9 @@ func (s *Service) runGroup(group []*commitRequest) {
 	for i, r := range group {
 		batches[i] = r.batch
 	}
-	for i, out := range s.repo.IssueBatches(ctx, batches) {
+	outs := s.repo.IssueBatches(ctx, batches)
+	s.readsStale() // before any answer: a client reads its own issue
+	for i, out := range outs {
 		group[i].done <- out
 	}
 }

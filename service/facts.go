@@ -81,6 +81,7 @@ func (s *Service) recordFacts(ctx context.Context, msg string) {
 	if st == nil {
 		return // loaded from PostgreSQL when first asked for
 	}
+	s.readsStale()
 	if users != "" {
 		st.mu.Lock()
 		n := 0

@@ -108,6 +108,10 @@ type Config struct {
 	// MetaRefresh bounds how stale this instance's copy of a coupon (its window, pause and
 	// stock) may be when a notice on the bus is lost; 0 means 1 s.
 	MetaRefresh time.Duration
+	// ReadConns bounds the PostgreSQL connections the user reads (coupons, wallets) take at
+	// once, so that the rest of the pool is the issue batches' whatever the readers do; 0
+	// means 8. Reads beyond it wait for a slot.
+	ReadConns int
 	// ScheduleEvery is how often the daily coupons due are materialised; 0 means 30 s.
 	ScheduleEvery time.Duration
 	// ScheduleLead is how long before its opening a daily coupon is created; 0 means 2 h, so
@@ -140,6 +144,11 @@ type Service struct {
 	lookups  *rate.Limiter           // PostgreSQL lookups of codes not in coupons
 	loading  singleflight.Group      // lookups in flight, by code
 	outcomes sync.Map                // [coupon, result] -> prometheus.Counter
+
+	reads        atomic.Pointer[readSnapshot] // coupon reads' snapshot (reads.go)
+	readsChanged atomic.Uint64                // changes since: see changed
+	readFlight   singleflight.Group           // the snapshot's query in flight
+	readSlots    chan struct{}                // a slot per user read querying PostgreSQL (ReadConns)
 }
 
 // New returns a Service.
@@ -159,6 +168,9 @@ func New(repo Repository, locks Locker, cfg Config, m *metrics.Metrics, log *slo
 	if cfg.MetaRefresh <= 0 {
 		cfg.MetaRefresh = time.Second
 	}
+	if cfg.ReadConns <= 0 {
+		cfg.ReadConns = 8
+	}
 	if cfg.ScheduleEvery <= 0 {
 		cfg.ScheduleEvery = 30 * time.Second
 	}
@@ -167,7 +179,7 @@ func New(repo Repository, locks Locker, cfg Config, m *metrics.Metrics, log *slo
 	}
 	s := &Service{repo: repo, locks: locks, cfg: cfg, metrics: m, log: log, coupons: map[string]*couponState{},
 		id: uuid.NewString(), factsOut: make(chan string, factsBacklog), outboxes: map[string]*grouper[*outItem]{},
-		lookups: rate.NewLimiter(unknownLookups, unknownLookups)}
+		lookups: rate.NewLimiter(unknownLookups, unknownLookups), readSlots: make(chan struct{}, cfg.ReadConns)}
 	s.commits = &grouper[*commitRequest]{max: maxGroups, limit: maxGroupBatches, run: s.runGroup}
 	if m != nil {
 		m.Registry.MustRegister(stockCollector{s})
@@ -260,30 +272,14 @@ func (s *Service) now() time.Time { return s.cfg.Now() }
 // not know (see state).
 const unknownLookups = 20
 
-// GetCoupon returns the coupon with its current counts.
-func (s *Service) GetCoupon(ctx context.Context, code string) (domain.Coupon, error) {
-	if !ValidCode(code) {
-		return domain.Coupon{}, fmt.Errorf("coupon %q: %w", code, domain.ErrCouponNotFound)
-	}
-	c, err := s.repo.CouponByCode(ctx, code)
-	if err != nil {
-		return domain.Coupon{}, s.translate(err)
-	}
-	return c, nil
-}
-
-// ListCoupons returns every coupon with its current counts.
-func (s *Service) ListCoupons(ctx context.Context) ([]domain.Coupon, error) {
-	cs, err := s.repo.ListCoupons(ctx)
-	if err != nil {
-		return nil, s.translate(err)
-	}
-	return cs, nil
-}
-
 // UserWallet returns the user's wallet entries with the given status (WalletAll: every one).
 func (s *Service) UserWallet(ctx context.Context, userID uuid.UUID, status WalletStatus) ([]domain.WalletEntry, error) {
+	release, err := s.readSlot(ctx)
+	if err != nil {
+		return nil, err
+	}
 	w, err := s.repo.UserWallet(ctx, userID)
+	release()
 	if err != nil {
 		return nil, s.translate(err)
 	}

@@ -34,7 +34,7 @@ func remainingOf(t *testing.T, s *Service) map[string]float64 {
 // after the coupon closes, then dropped so that past daily coupons do not pile up as series.
 func TestRemainingStockMetric(t *testing.T) {
 	st := newStack(t)
-	opens := time.Date(2026, 11, 22, 4, 0, 0, 0, time.UTC)
+	opens := time.Now().Add(-30 * time.Minute).Truncate(time.Millisecond) // PostgreSQL's clock inside the window
 	closes := opens.Add(time.Hour)
 	c := &clock{t: opens}
 	s := st.service(t, c, false, Config{})

@@ -1,0 +1,117 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"couponsvc/domain"
+)
+
+// Coupon reads (GET /api/v1/coupons…) are served from one snapshot of every coupon, so that
+// clients polling "remaining" during an event cost PostgreSQL at most one query at a time per
+// instance, never a query each: a read is answered from the snapshot unless it is older than
+// MetaRefresh or this instance has issued, heard of an issue or changed a coupon since it was
+// read; then one query reads it again, shared by every read that waits meanwhile. So a client
+// reads its own issue at once on the instance that served it, and anyone's within MetaRefresh.
+
+// readSnapshot is every coupon as one query read it.
+type readSnapshot struct {
+	at     time.Time // when the query began
+	seen   uint64    // readsChanged before it began (see readsStale)
+	list   []domain.Coupon
+	byCode map[string]int // index in list
+}
+
+// readsStale records that the coupons' counts or settings may have changed (an issue committed
+// here or elsewhere, a coupon created or changed): the next read queries again.
+func (s *Service) readsStale() { s.readsChanged.Add(1) }
+
+// snapshot returns a snapshot of every coupon that reflects every change this instance knew of
+// when called, at most MetaRefresh old.
+func (s *Service) snapshot(ctx context.Context) (*readSnapshot, error) {
+	seen := s.readsChanged.Load()
+	for {
+		if sn := s.reads.Load(); sn != nil && sn.seen >= seen && time.Since(sn.at) < s.cfg.MetaRefresh {
+			return sn, nil
+		}
+		// One query at a time, whatever the number of readers; it runs to its end (bounded)
+		// even when the reader that started it goes away, as the others wait for it.
+		v, err, _ := s.readFlight.Do("", func() (any, error) {
+			qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.TxTimeout)
+			defer cancel()
+			release, err := s.readSlot(qctx)
+			if err != nil {
+				return nil, err
+			}
+			defer release()
+			sn := &readSnapshot{at: time.Now(), seen: s.readsChanged.Load()}
+			cs, err := s.repo.ListCoupons(qctx)
+			if err != nil {
+				return nil, s.translate(err)
+			}
+			sn.list, sn.byCode = cs, make(map[string]int, len(cs))
+			for i, c := range cs {
+				sn.byCode[c.Code] = i
+			}
+			s.reads.Store(sn)
+			return sn, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		// A query that began before this read's changes does not do; the next one will.
+		if sn := v.(*readSnapshot); sn.seen >= seen {
+			return sn, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("read coupons: %w", err)
+		}
+	}
+}
+
+// GetCoupon returns one coupon with its counts (see the snapshot above). A code the snapshot
+// lacks is looked up as the issue path looks up unknown codes (state: within a small budget of
+// queries), so that a coupon created a moment ago on another instance is found.
+func (s *Service) GetCoupon(ctx context.Context, code string) (domain.Coupon, error) {
+	if !ValidCode(code) {
+		return domain.Coupon{}, fmt.Errorf("coupon %q: %w", code, domain.ErrCouponNotFound)
+	}
+	sn, err := s.snapshot(ctx)
+	if err != nil {
+		return domain.Coupon{}, err
+	}
+	if i, ok := sn.byCode[code]; ok {
+		return sn.list[i], nil
+	}
+	if _, err := s.state(ctx, code); err != nil {
+		return domain.Coupon{}, err
+	}
+	s.readsStale() // known now, and not in the snapshot
+	if sn, err = s.snapshot(ctx); err != nil {
+		return domain.Coupon{}, err
+	}
+	if i, ok := sn.byCode[code]; ok {
+		return sn.list[i], nil
+	}
+	return domain.Coupon{}, fmt.Errorf("coupon %q: %w", code, domain.ErrCouponNotFound)
+}
+
+// ListCoupons returns every coupon with its counts (see the snapshot above).
+func (s *Service) ListCoupons(ctx context.Context) ([]domain.Coupon, error) {
+	sn, err := s.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return sn.list, nil
+}
+
+// readSlot waits for one of the ReadConns slots of the user reads and returns its release.
+func (s *Service) readSlot(ctx context.Context) (release func(), err error) {
+	select {
+	case s.readSlots <- struct{}{}:
+		return func() { <-s.readSlots }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for a read connection: %w", ctx.Err())
+	}
+}
