@@ -64,6 +64,7 @@ func (f *fleet) ownerOf(t *testing.T, st *stack, code string) int {
 	if err != nil {
 		t.Fatalf("owner of %s: %v", code, err)
 	}
+	addr, _, _ = strings.Cut(addr, ",") // the holder info's MAC (peer.HolderInfo)
 	for i, p := range f.procs {
 		if p.base == "http://"+addr {
 			return i

@@ -203,7 +203,7 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	nodes := lock.NewNodes(cfg.RedisAddrs, cfg.RedisPassword)
 	// Each grant of a coupon's lock carries this instance's address: the others forward that
 	// coupon's requests to it (service/forward.go).
-	locks := lock.New(nodes, lock.WithWatchdogTimeout(cfg.LockWatchdog), lock.WithHolderInfo(advertise))
+	locks := lock.New(nodes, lock.WithWatchdogTimeout(cfg.LockWatchdog), lock.WithHolderInfo(peer.HolderInfo(cfg.ClusterKey, advertise)))
 	defer locks.Close()
 
 	m := metrics.New()

@@ -26,7 +26,8 @@ import (
 // millisecond in a cluster; the boundary settle absorbs the forwarding delay, see settle).
 //
 // The owner is found in the lock itself: each grant's value carries the holder's advertised
-// address (lock.WithHolderInfo). That value is a hint, never trusted further: the receiver of
+// address (lock.WithHolderInfo), sealed with the instances' key so that nobody else who can
+// write to Redis can send the instances' requests elsewhere (Peers.Owner). It is a hint, never trusted further: the receiver of
 // a forwarded batch serves it only while it holds the lock, and answers "misdirected"
 // otherwise, and so does an owner that loses the lock (lease, partition, drain) for the
 // forwarded requests it has not yet issued; the sender then queues them again. The lock's
@@ -42,6 +43,9 @@ import (
 // slice per coupon of the batch, in order.
 type Peers interface {
 	Send(ctx context.Context, addr string, b PeerBatch) ([][]PeerResult, error)
+	// Owner is the address a lock's holder info names, when it is an instance's own (see
+	// internal/peer.HolderInfo: sealed with the instances' key), ok false otherwise.
+	Owner(holderInfo string) (addr string, ok bool)
 }
 
 // PeerBatch is what one call to another instance carries: requests for one or more coupons.
@@ -162,8 +166,12 @@ func (p *peerSet) any(except string) string {
 // learnOwner reads the coupon's owner from the lock and, when it is another instance that has
 // not just refused, remembers it to forward to. It reports whether it found one.
 func (s *Service) learnOwner(ctx context.Context, st *couponState, m Mutex) bool {
-	addr, _, err := m.Holder(ctx)
-	if err != nil || addr == "" || addr == s.cfg.Advertise {
+	info, _, err := m.Holder(ctx)
+	if err != nil || s.cfg.Peers == nil {
+		return false
+	}
+	addr, ok := s.cfg.Peers.Owner(info)
+	if !ok || addr == s.cfg.Advertise {
 		return false
 	}
 	st.mu.Lock()

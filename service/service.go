@@ -94,8 +94,8 @@ type Config struct {
 	// Now is the clock of the business rules (issuing windows, expiry, schedules); nil means
 	// time.Now. Tests move it by the millisecond.
 	Now func() time.Time
-	// Advertise is the address at which the other instances reach this one (it must be the
-	// lock client's holder info), and Peers carries requests to them; with Peers nil, this
+	// Advertise is the address at which the other instances reach this one (the lock client's
+	// holder info must name it: internal/peer.HolderInfo), and Peers carries requests to them; with Peers nil, this
 	// instance forwards nothing and takes each coupon's lock for its own batches.
 	Advertise string
 	Peers     Peers

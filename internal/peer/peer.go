@@ -8,6 +8,7 @@ import (
 	"couponsvc/domain"
 	"couponsvc/internal/seal"
 	"errors"
+	"strings"
 
 	"bytes"
 	"context"
@@ -94,6 +95,32 @@ func NewClient(key seal.Key) *Client {
 		DisableCompression:  true,
 	}
 	return &Client{hc: &http.Client{Transport: tr}, key: key}
+}
+
+// HolderInfo is what an instance at addr stores with each grant of a coupon's lock so that the
+// others find the owner (lock.WithHolderInfo): the address, and with a key its MAC, so that
+// whoever can write to Redis cannot point the instances at an address of its choosing (they
+// would send it their users' requests).
+func HolderInfo(key seal.Key, addr string) string {
+	if !key.Enabled() {
+		return addr
+	}
+	return addr + "," + key.Sum([]byte("owner"), []byte(addr))
+}
+
+// Owner implements service.Peers: the address in a lock's holder info (HolderInfo), when its
+// MAC is right; ok false otherwise (or for no holder).
+func (c *Client) Owner(info string) (addr string, ok bool) {
+	addr, mac, sealed := strings.Cut(info, ",")
+	switch {
+	case addr == "":
+		return "", false
+	case !c.key.Enabled():
+		return addr, true
+	case !sealed || !c.key.Verify(mac, []byte("owner"), []byte(addr)):
+		return "", false
+	}
+	return addr, true
 }
 
 // Send implements service.Peers: it posts the batch to the instance at addr (host:port) and

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"couponsvc/domain"
+	"couponsvc/internal/seal"
 
 	"errors"
 	"strings"
@@ -46,5 +47,28 @@ func TestDecodeBatchKeepsWhatWasSent(t *testing.T) {
 		!b.Coupons[1].Relay || b.Coupons[0].Requests[0].User != u1 || b.Coupons[1].Requests[0].User != u2 ||
 		!b.Coupons[0].Requests[0].Arrived.Equal(at) {
 		t.Fatalf("decoded %+v", b)
+	}
+}
+
+// A lock's holder info names an owner only when sealed with the instances' key: a value
+// written by anyone else who can reach Redis (another address, a MAC of another address, or
+// none) names nobody.
+func TestOwnerFromHolderInfo(t *testing.T) {
+	key := seal.Key("test-cluster-key-of-at-least-32-bytes")
+	c := NewClient(key)
+	info := HolderInfo(key, "10.0.0.7:8080")
+	if addr, ok := c.Owner(info); !ok || addr != "10.0.0.7:8080" {
+		t.Fatalf("Owner(%q) = %q %v", info, addr, ok)
+	}
+	_, mac, _ := strings.Cut(info, ",")
+	for _, forged := range []string{"", "10.6.6.6:8080", "10.6.6.6:8080," + mac, "10.0.0.7:8080,", "10.0.0.7:8080,00" + mac[2:],
+		HolderInfo(seal.Key("another-key-of-at-least-32-bytes!!"), "10.6.6.6:8080")} {
+		if addr, ok := c.Owner(forged); ok {
+			t.Errorf("Owner(%q) = %q, want none", forged, addr)
+		}
+	}
+	// Without a key (one instance, a demo) the address is taken as it is.
+	if addr, ok := NewClient(nil).Owner(HolderInfo(nil, "127.0.0.1:8080")); !ok || addr != "127.0.0.1:8080" {
+		t.Errorf("without a key: %q %v", addr, ok)
 	}
 }
