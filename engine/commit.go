@@ -1,4 +1,4 @@
-package service
+package engine
 
 import (
 	"context"
@@ -30,7 +30,7 @@ type commitRequest struct {
 }
 
 // commit issues one coupon's batch, alone or together with other coupons' batches.
-func (s *Service) commit(ctx context.Context, b repository.Batch) ([]repository.Result, error) {
+func (s *Engine) commit(ctx context.Context, b repository.Batch) ([]repository.Result, error) {
 	req := &commitRequest{ctx: ctx, batch: b, done: make(chan repository.BatchOutcome, 1)}
 	s.commits.add(req)
 	out := <-req.done
@@ -40,7 +40,7 @@ func (s *Service) commit(ctx context.Context, b repository.Batch) ([]repository.
 // runGroup issues a group of batches in one transaction and delivers each one's outcome. A
 // batch alone keeps its own context (cancelled when its lock is lost); a group runs under the
 // transaction timeout, and the fencing tokens guard each of its batches.
-func (s *Service) runGroup(group []*commitRequest) {
+func (s *Engine) runGroup(group []*commitRequest) {
 	ctx := group[0].ctx
 	if len(group) > 1 {
 		var cancel context.CancelFunc
@@ -51,7 +51,7 @@ func (s *Service) runGroup(group []*commitRequest) {
 	for i, r := range group {
 		batches[i] = r.batch
 	}
-	for i, out := range s.repo.IssueBatches(ctx, batches) {
+	for i, out := range s.store.IssueBatches(ctx, batches) {
 		group[i].done <- out
 	}
 }

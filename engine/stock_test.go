@@ -1,4 +1,4 @@
-package service
+package engine
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 
 // remainingOf gathers s's registry as a scrape does and returns couponsvc_coupon_remaining by
 // coupon.
-func remainingOf(t *testing.T, s *Service) map[string]float64 {
+func remainingOf(t *testing.T, s *Engine) map[string]float64 {
 	t.Helper()
 	mfs, err := s.metrics.Registry.Gather()
 	if err != nil {
@@ -37,11 +37,11 @@ func TestRemainingStockMetric(t *testing.T) {
 	opens := time.Date(2026, 11, 22, 4, 0, 0, 0, time.UTC)
 	closes := opens.Add(time.Hour)
 	c := &clock{t: opens}
-	s := st.service(t, c, false, Config{})
-	mustCreate(t, s, domain.Coupon{Code: "STOCK", Name: "stock", DiscountAmount: 100, TotalQuantity: 5,
+	s := st.engine(t, c, false, Config{})
+	st.create(t, domain.Coupon{Code: "STOCK", Name: "stock", DiscountAmount: 100, TotalQuantity: 5,
 		OpensAt: opens, ClosesAt: &closes, ValidDays: 7})
 	for range 2 {
-		if _, err := s.Issue(context.Background(), "STOCK", uuid.New()); err != nil {
+		if _, err := s.Issue(context.Background(), "STOCK", uuid.New(), time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 	}

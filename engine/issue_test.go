@@ -1,4 +1,4 @@
-package service
+package engine
 
 import (
 	"couponsvc/domain"
@@ -18,7 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// First come, first served is by arrival at the host (WithArrival), not by when a request got
+// First come, first served is by arrival at the host (Issue's arrived), not by when a request got
 // through this process: requests that arrived earlier but reach the queue while the batch that
 // sells the coupon out is about to run still take their place (the boundary settle), and a
 // queue is ordered by arrival whatever order the requests were handled in.
@@ -34,8 +34,8 @@ func TestFirstComeByArrivalAtTheStockBoundary(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			st := newStack(t)
 			c := &clock{t: time.Now()}
-			s := st.service(t, c, false, Config{BoundarySettle: tc.settle})
-			mustCreate(t, s, domain.Coupon{Code: "FCFS", Name: "fcfs", DiscountAmount: 1, TotalQuantity: 10, OpensAt: c.Now().Add(-time.Hour), ValidDays: 7})
+			s := st.engine(t, c, false, Config{BoundarySettle: tc.settle})
+			st.create(t, domain.Coupon{Code: "FCFS", Name: "fcfs", DiscountAmount: 1, TotalQuantity: 10, OpensAt: c.Now().Add(-time.Hour), ValidDays: 7})
 			ctx := context.Background()
 
 			// Another holder keeps the coupon's lock while the late arrivals queue up.
@@ -58,7 +58,7 @@ func TestFirstComeByArrivalAtTheStockBoundary(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					_, err := s.Issue(WithArrival(ctx, arrived), "FCFS", user)
+					_, err := s.Issue(ctx, "FCFS", user, arrived)
 					answers <- answer{user, err}
 				}()
 			}
@@ -110,7 +110,7 @@ func TestFirstComeByArrivalAtTheStockBoundary(t *testing.T) {
 }
 
 // waitQueued waits until n requests wait in the coupon's queue.
-func waitQueued(t *testing.T, s *Service, code string, n int) {
+func waitQueued(t *testing.T, s *Engine, code string, n int) {
 	t.Helper()
 	testenv.WaitFor(t, 5*time.Second, fmt.Sprintf("%d requests queued for %s", n, code), func() bool {
 		st := s.cached(code)
@@ -131,20 +131,20 @@ func TestFactsReachOtherInstances(t *testing.T) {
 	st := newStack(t)
 	c := &clock{t: time.Now()}
 	ctx := context.Background()
-	a := st.service(t, c, true, Config{})
-	b := st.service(t, c, true, Config{})
-	alone := st.service(t, c, false, Config{})
-	mustCreate(t, a, domain.Coupon{Code: "SHARED", Name: "shared", DiscountAmount: 1, TotalQuantity: 3,
+	a := st.engine(t, c, true, Config{})
+	b := st.engine(t, c, true, Config{})
+	alone := st.engine(t, c, false, Config{})
+	st.create(t, domain.Coupon{Code: "SHARED", Name: "shared", DiscountAmount: 1, TotalQuantity: 3,
 		OpensAt: c.Now().Add(-time.Hour), ValidDays: 7})
-	for _, s := range []*Service{b, alone} {
+	for _, s := range []*Engine{b, alone} {
 		if err := s.Warm(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
 	u := []uuid.UUID{uuid.New(), uuid.New(), uuid.New(), uuid.New()}
-	issue := func(s *Service, user uuid.UUID, want error) {
+	issue := func(s *Engine, user uuid.UUID, want error) {
 		t.Helper()
-		if _, err := s.Issue(ctx, "SHARED", user); !errors.Is(err, want) && !(want == nil && err == nil) {
+		if _, err := s.Issue(ctx, "SHARED", user, time.Time{}); !errors.Is(err, want) && !(want == nil && err == nil) {
 			t.Fatalf("issue to %v: %v, want %v", user, err, want)
 		}
 	}
@@ -176,7 +176,7 @@ func TestFactsReachOtherInstances(t *testing.T) {
 
 // knows reports whether the instance holds user as a holder of code (and, with final, has
 // the coupon's final holder set).
-func (s *Service) knows(code string, user uuid.UUID, final bool) bool {
+func (s *Engine) knows(code string, user uuid.UUID, final bool) bool {
 	st := s.cached(code)
 	if st == nil {
 		return false
@@ -187,7 +187,7 @@ func (s *Service) knows(code string, user uuid.UUID, final bool) bool {
 	return held && (!final || st.final)
 }
 
-func batches(s *Service) uint64 {
+func batches(s *Engine) uint64 {
 	var m dto.Metric
 	if err := s.metrics.BatchSize.Write(&m); err != nil {
 		panic(err)
