@@ -25,10 +25,43 @@ func (s *Engine) runBatch(ctx context.Context, st *couponState, m Mutex) (ran, g
 		st.mu.Unlock()
 		return ran, true
 	}
-	s.settle(st)  // a batch that will sell out waits for earlier arrivals still on their way
-	gen := st.gen // the stock this batch runs against, as far as this instance knows
+	batch, gen := s.takeBatchLocked(st)
+	st.mu.Unlock()
+	if len(batch) == 0 {
+		return false, true
+	}
+
+	results, err := s.issueBatch(ctx, st, m, batch)
+	s.metrics.BatchSize.Observe(float64(len(batch)))
+	if errors.Is(err, repository.ErrStaleFence) {
+		s.advanceFence(ctx, st)
+		s.requeue(st, batch) // to go again with a fresh grant
+		return true, false
+	}
+	if err != nil {
+		s.failBatch(st, batch, err)
+		return true, false
+	}
+
+	learned, retry := s.answerBatch(st, batch, results, gen)
+	s.publishFacts(st.coupon.Code, learned.holders, learned.soldOut)
+	if len(retry) > 0 {
+		s.requeue(st, retry)
+	}
+	if learned.newlySoldOut {
+		s.loadHolders(ctx, st, gen)
+	}
+	return true, len(retry) == 0
+}
+
+// takeBatchLocked takes up to MaxBatch requests off the front of the queue, in arrival order,
+// after the boundary settle when the batch will sell the coupon out; gen is the generation of
+// the stock the batch runs against, as far as this instance knows. st.mu is held (settle
+// lets go of it while it waits).
+func (s *Engine) takeBatchLocked(st *couponState) (batch []*issueRequest, gen uint64) {
+	s.settle(st) // a batch that will sell out waits for earlier arrivals still on their way
+	gen = st.gen
 	st.queue = s.expire(st.queue, time.Now())
-	var batch []*issueRequest
 	n := 0
 	for ; n < len(st.queue) && len(batch) < s.cfg.MaxBatch; n++ {
 		if r := st.queue[n]; r.state.CompareAndSwap(queued, taken) {
@@ -36,51 +69,58 @@ func (s *Engine) runBatch(ctx context.Context, st *couponState, m Mutex) (ran, g
 		}
 	}
 	st.queue = append(st.queue[:0], st.queue[n:]...)
-	st.mu.Unlock()
+	return batch, gen
+}
 
-	var results []repository.Result
-	var err error
-	if len(batch) == 0 {
-		return false, true
-	}
-	results, err = s.issueBatch(ctx, st, m, batch)
-	s.metrics.BatchSize.Observe(float64(len(batch)))
-
-	if errors.Is(err, repository.ErrStaleFence) {
-		// PostgreSQL accepted a newer grant than ours: our lock was lost, or Redis lost its
-		// fencing counters (nodes restarted empty). Raise the counter to PostgreSQL's and let
-		// the batch go again with a fresh grant.
-		if c, cerr := s.store.CouponByCode(ctx, st.coupon.Code); cerr == nil {
-			if aerr := s.locks.AdvanceFence(ctx, lockName(st.coupon.Code), c.FenceToken); aerr != nil {
-				s.log.Warn("advance fence", "coupon", st.coupon.Code, "err", aerr)
-			}
-		}
-		s.requeue(st, batch)
-		return true, false
-	}
+// advanceFence raises the lock's fencing counter to the token PostgreSQL last accepted, after
+// it refused ours as stale: our lock was lost, or Redis lost its fencing counters (nodes
+// restarted empty). The next grant's token is then accepted.
+func (s *Engine) advanceFence(ctx context.Context, st *couponState) {
+	c, err := s.store.CouponByCode(ctx, st.coupon.Code)
 	if err != nil {
-		err = Translate(err)
-		if errors.Is(err, domain.ErrOutcomeUnknown) {
-			go s.resolveLater(st, batch)
-		}
-		if !errors.Is(err, domain.ErrUnavailable) && !errors.Is(err, domain.ErrOutcomeUnknown) {
-			s.log.Error("issue batch", "coupon", st.coupon.Code, "size", len(batch), "err", err)
-		}
-		for _, r := range batch {
-			r.done <- issueOutcome{err: err}
-		}
-		return true, false
+		return
 	}
+	if err := s.locks.AdvanceFence(ctx, lockName(st.coupon.Code), c.FenceToken); err != nil {
+		s.log.Warn("advance fence", "coupon", st.coupon.Code, "err", err)
+	}
+}
 
-	var retry []*issueRequest
-	var holders []uuid.UUID // to tell the other instances
-	soldOut := false
+// failBatch answers every request of a batch whose transaction failed with the domain's
+// error; when its outcome is unknown, it is looked into in the background (resolveLater).
+func (s *Engine) failBatch(st *couponState, batch []*issueRequest, err error) {
+	err = Translate(err)
+	if errors.Is(err, domain.ErrOutcomeUnknown) {
+		go s.resolveLater(st, batch)
+	}
+	if !errors.Is(err, domain.ErrUnavailable) && !errors.Is(err, domain.ErrOutcomeUnknown) {
+		s.log.Error("issue batch", "coupon", st.coupon.Code, "size", len(batch), "err", err)
+	}
+	for _, r := range batch {
+		r.done <- issueOutcome{err: err}
+	}
+}
+
+// batchFacts is what a committed batch taught: the users who hold the coupon (to tell the
+// other instances), whether it found the coupon sold out, and whether that is news here.
+type batchFacts struct {
+	holders      []uuid.UUID
+	soldOut      bool
+	newlySoldOut bool
+}
+
+// answerBatch answers each request of a committed batch from its result (201, 409, 410) and
+// records the facts it taught; it returns them, and the requests nothing was decided for
+// (to queue again). A stock raised since the batch began (a generation other than gen) voids
+// its sold-out finding.
+func (s *Engine) answerBatch(st *couponState, batch []*issueRequest, results []repository.Result, gen uint64) (learned batchFacts, retry []*issueRequest) {
 	st.mu.Lock()
+	defer st.mu.Unlock()
+	soldOut := false
 	for i, r := range batch {
 		switch res := results[i]; res.Outcome {
 		case repository.Issued:
 			st.holders[r.user] = struct{}{}
-			holders = append(holders, r.user)
+			learned.holders = append(learned.holders, r.user)
 			st.remaining--
 			e := res.Entry
 			e.CouponCode, e.DiscountAmount = st.coupon.Code, st.coupon.DiscountAmount
@@ -88,7 +128,7 @@ func (s *Engine) runBatch(ctx context.Context, st *couponState, m Mutex) (ran, g
 			r.done <- issueOutcome{entry: e}
 		case repository.AlreadyIssued:
 			st.holders[r.user] = struct{}{}
-			holders = append(holders, r.user)
+			learned.holders = append(learned.holders, r.user)
 			r.done <- issueOutcome{err: domain.ErrAlreadyIssued}
 		case repository.SoldOut:
 			soldOut = true
@@ -97,22 +137,13 @@ func (s *Engine) runBatch(ctx context.Context, st *couponState, m Mutex) (ran, g
 			retry = append(retry, r)
 		}
 	}
-	// A stock raised since the batch began voids its sold-out finding.
-	soldOut = soldOut && st.gen == gen
-	if soldOut {
+	learned.soldOut = soldOut && st.gen == gen
+	if learned.soldOut {
 		st.remaining = 0
 	}
-	learnFinal := soldOut && !st.soldOut
-	st.soldOut = st.soldOut || soldOut
-	st.mu.Unlock()
-	s.publishFacts(st.coupon.Code, holders, soldOut)
-	if len(retry) > 0 {
-		s.requeue(st, retry)
-	}
-	if learnFinal {
-		s.loadHolders(ctx, st, gen)
-	}
-	return true, len(retry) == 0
+	learned.newlySoldOut = learned.soldOut && !st.soldOut
+	st.soldOut = st.soldOut || learned.soldOut
+	return learned, retry
 }
 
 // resolveLater finds out, once PostgreSQL answers again, what became of a batch whose outcome
