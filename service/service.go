@@ -1,7 +1,7 @@
 // Package service holds couponsvc's use cases: issuing a coupon first come first served (the
 // Issue entry point over the issue engine, package engine), reading coupons and wallets, the
-// admin operations, daily schedules and redemption. It knows PostgreSQL, the lock and the
-// engine only through the small interfaces and types below.
+// admin operations, daily schedules and redemption. It reaches PostgreSQL through the
+// Repository interface below, and issues through the engine.
 package service
 
 import (
