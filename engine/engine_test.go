@@ -5,7 +5,6 @@ import (
 
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,23 +13,12 @@ import (
 	"couponsvc/internal/testenv"
 	"couponsvc/lock"
 	"couponsvc/repository"
-
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // The tests here run the engine against real PostgreSQL and Redis servers; fake_test.go runs
 // it against an in-memory store and lock, without servers.
 
 func TestMain(m *testing.M) { testenv.Main(m) }
-
-// clock is a business clock the test moves by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Set(t time.Time) { c.mu.Lock(); defer c.mu.Unlock(); c.t = t }
 
 // stack is one PostgreSQL database and Redis node that several engines share, as pods do.
 type stack struct {
@@ -51,20 +39,16 @@ func newStack(t *testing.T) stack {
 
 func (st stack) newRepo(t *testing.T) *repository.Repository {
 	t.Helper()
-	pool, err := pgxpool.New(context.Background(), st.dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return repository.New(pool)
+	return repository.New(testenv.Pool(t, st.dsn))
 }
 
 // engine starts one instance; with bus, it hears the others' changes and facts. Its background
 // work (Run) runs until the test ends.
-func (st stack) engine(t *testing.T, c *clock, bus bool, cfg Config) *Engine {
+func (st stack) engine(t *testing.T, c *testenv.Clock, bus bool, cfg Config) *Engine {
 	t.Helper()
 	nodes := lock.NewNodes(st.redis, "")
 	locks := lock.New(nodes)
+	t.Cleanup(func() { locks.Close() })
 	cfg.Now = c.Now
 	if cfg.LockWait == 0 {
 		cfg.LockWait = 3 * time.Second
@@ -74,14 +58,7 @@ func (st stack) engine(t *testing.T, c *clock, bus bool, cfg Config) *Engine {
 		cfg.Facts = notify.New(nodes, "test:coupon-facts", nil)
 	}
 	s := New(st.newRepo(t), NewLocker(locks), cfg, metrics.New(), slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		testenv.Receive(t, done, 10*time.Second, "the engine's background work (Run) stops when its context ends")
-		locks.Close()
-	})
+	testenv.Background(t, "the engine's background work (Run)", s.Run) // stops before the lock client closes
 	return s
 }
 

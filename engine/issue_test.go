@@ -33,7 +33,7 @@ func TestFirstComeByArrivalAtTheStockBoundary(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := newStack(t)
-			c := &clock{t: time.Now()}
+			c := testenv.NewClock(time.Now())
 			s := st.engine(t, c, false, Config{BoundarySettle: tc.settle})
 			st.create(t, domain.Coupon{Code: "FCFS", Name: "fcfs", DiscountAmount: 1, TotalQuantity: 10, OpensAt: c.Now().Add(-time.Hour), ValidDays: 7})
 			ctx := context.Background()
@@ -129,7 +129,7 @@ func waitQueued(t *testing.T, s *Engine, code string, n int) {
 // the bus needs a transaction for the same answers, which shows what is measured.
 func TestFactsReachOtherInstances(t *testing.T) {
 	st := newStack(t)
-	c := &clock{t: time.Now()}
+	c := testenv.NewClock(time.Now())
 	ctx := context.Background()
 	a := st.engine(t, c, true, Config{})
 	b := st.engine(t, c, true, Config{})

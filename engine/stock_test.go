@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"couponsvc/domain"
+	"couponsvc/internal/testenv"
 )
 
 // remainingOf gathers s's registry as a scrape does and returns couponsvc_coupon_remaining by
@@ -36,7 +37,7 @@ func TestRemainingStockMetric(t *testing.T) {
 	st := newStack(t)
 	opens := time.Date(2026, 11, 22, 4, 0, 0, 0, time.UTC)
 	closes := opens.Add(time.Hour)
-	c := &clock{t: opens}
+	c := testenv.NewClock(opens)
 	s := st.engine(t, c, false, Config{})
 	st.create(t, domain.Coupon{Code: "STOCK", Name: "stock", DiscountAmount: 100, TotalQuantity: 5,
 		OpensAt: opens, ClosesAt: &closes, ValidDays: 7})

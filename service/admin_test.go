@@ -2,6 +2,7 @@ package service
 
 import (
 	"couponsvc/domain"
+	"couponsvc/internal/testenv"
 
 	"context"
 	"errors"
@@ -19,7 +20,7 @@ import (
 func TestChangesReachOtherInstances(t *testing.T) {
 	st := newStack(t)
 	now := time.Now()
-	c := &clock{t: now}
+	c := testenv.NewClock(now)
 	cfg := Config{Engine: engine.Config{MetaRefresh: time.Hour}}
 	a, b := st.service(t, c, true, cfg), st.service(t, c, true, cfg)
 	later := now.Add(time.Hour)
@@ -77,7 +78,7 @@ func TestChangesReachOtherInstances(t *testing.T) {
 // Without any notice (no bus), an instance's copy is at most MetaRefresh old.
 func TestStalenessBoundedWithoutBus(t *testing.T) {
 	st := newStack(t)
-	c := &clock{t: time.Now()}
+	c := testenv.NewClock(time.Now())
 	cfg := Config{Engine: engine.Config{MetaRefresh: 100 * time.Millisecond}}
 	a, b := st.service(t, c, false, cfg), st.service(t, c, false, cfg)
 	mustCreate(t, a, domain.Coupon{Code: "LONELY", Name: "lonely", DiscountAmount: 1, TotalQuantity: 10, ValidDays: 30})

@@ -2,6 +2,7 @@ package service
 
 import (
 	"couponsvc/domain"
+	"couponsvc/internal/testenv"
 
 	"context"
 	"errors"
@@ -16,7 +17,7 @@ func TestIssueWindowEdges(t *testing.T) {
 	st := newStack(t)
 	opens := time.Date(2026, 11, 22, 4, 0, 0, 0, time.UTC)
 	closes := opens.Add(time.Hour)
-	c := &clock{t: opens.Add(-time.Hour)}
+	c := testenv.NewClock(opens.Add(-time.Hour))
 	s := st.service(t, c, false, Config{})
 	mustCreate(t, s, domain.Coupon{Code: "EDGE", Name: "edge", DiscountAmount: 100, TotalQuantity: 100,
 		OpensAt: opens, ClosesAt: &closes, ValidDays: 7})

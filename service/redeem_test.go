@@ -2,6 +2,7 @@ package service
 
 import (
 	"couponsvc/domain"
+	"couponsvc/internal/testenv"
 
 	"context"
 	"errors"
@@ -14,7 +15,7 @@ import (
 // Expiry is on the service's clock: usable until one millisecond before expiresAt.
 func TestRedeemExpiryAndWalletStatus(t *testing.T) {
 	st := newStack(t)
-	c := &clock{t: time.Now()}
+	c := testenv.NewClock(time.Now())
 	s := st.service(t, c, false, Config{})
 	mustCreate(t, s, domain.Coupon{Code: "DAY", Name: "one day", DiscountAmount: 3000, TotalQuantity: 10, ValidDays: 1,
 		OpensAt: time.Now().Add(-time.Hour), MinOrderAmount: 10000})

@@ -85,7 +85,7 @@ func TestSchedulesMaterialiseOncePerDay(t *testing.T) {
 				}
 				return v
 			}
-			c := &clock{t: local(tc.from)}
+			c := testenv.NewClock(local(tc.from))
 			// A schedule every hour keeps Run's own ticks out of the way of the simulated ones.
 			cfg := Config{ScheduleEvery: time.Hour, Engine: engine.Config{MetaRefresh: time.Hour}}
 			pods := []*Service{st.service(t, c, false, cfg), st.service(t, c, false, cfg), st.service(t, c, false, cfg)}

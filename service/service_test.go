@@ -5,7 +5,6 @@ import (
 
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,20 +14,9 @@ import (
 	"couponsvc/internal/testenv"
 	"couponsvc/lock"
 	"couponsvc/repository"
-
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
-
-// clock is a business clock the test moves by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Set(t time.Time) { c.mu.Lock(); defer c.mu.Unlock(); c.t = t }
 
 // stack is one PostgreSQL database and Redis node that several services share, as pods do.
 type stack struct {
@@ -47,20 +35,16 @@ func newStack(t *testing.T) stack {
 
 func (st stack) repo(t *testing.T) *repository.Repository {
 	t.Helper()
-	pool, err := pgxpool.New(context.Background(), st.dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return repository.New(pool)
+	return repository.New(testenv.Pool(t, st.dsn))
 }
 
 // service starts one instance; with bus, it hears the others' changes and facts. Its background work
 // (Run) runs until the test ends.
-func (st stack) service(t *testing.T, c *clock, bus bool, cfg Config) *Service {
+func (st stack) service(t *testing.T, c *testenv.Clock, bus bool, cfg Config) *Service {
 	t.Helper()
 	nodes := lock.NewNodes(st.redis, "")
 	locks := lock.New(nodes)
+	t.Cleanup(func() { locks.Close() })
 	cfg.Engine.Now = c.Now
 	if cfg.Engine.LockWait == 0 {
 		cfg.Engine.LockWait = 3 * time.Second
@@ -70,14 +54,7 @@ func (st stack) service(t *testing.T, c *clock, bus bool, cfg Config) *Service {
 		cfg.Engine.Facts = notify.New(nodes, "test:coupon-facts", nil)
 	}
 	s := New(st.repo(t), engine.NewLocker(locks), cfg, metrics.New(), slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		testenv.Receive(t, done, 10*time.Second, "the service's background work (Run) stops when its context ends")
-		locks.Close()
-	})
+	testenv.Background(t, "the service's background work (Run)", s.Run) // stops before the lock client closes
 	return s
 }
 
