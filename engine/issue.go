@@ -24,6 +24,9 @@ import (
 // resolved in arrival order), releases the lock and answers each request. Requests that arrive
 // meanwhile form the next batch. So one lock acquisition and one commit serve a whole crowd, and
 // across instances the lock still serialises the batches.
+//
+// This file is the queue (a request's way in and its answer); drain.go owns the coupon or
+// forwards its queue (forward.go); batch.go takes, writes and answers a batch.
 
 // couponState is one coupon's cache of committed facts and its queue of waiting requests.
 type couponState struct {
