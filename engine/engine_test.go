@@ -13,6 +13,8 @@ import (
 	"couponsvc/internal/testenv"
 	"couponsvc/lock"
 	"couponsvc/repository"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // The tests here run the engine against real PostgreSQL and Redis servers; fake_test.go runs
@@ -39,7 +41,12 @@ func newStack(t *testing.T) stack {
 
 func (st stack) newRepo(t *testing.T) *repository.Repository {
 	t.Helper()
-	return repository.New(testenv.Pool(t, st.dsn))
+	pool, err := pgxpool.New(context.Background(), st.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return repository.New(pool)
 }
 
 // engine starts one instance; with bus, it hears the others' changes and facts. Its background

@@ -14,6 +14,8 @@ import (
 	"couponsvc/internal/testenv"
 	"couponsvc/lock"
 	"couponsvc/repository"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -35,7 +37,12 @@ func newStack(t *testing.T) stack {
 
 func (st stack) repo(t *testing.T) *repository.Repository {
 	t.Helper()
-	return repository.New(testenv.Pool(t, st.dsn))
+	pool, err := pgxpool.New(context.Background(), st.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return repository.New(pool)
 }
 
 // service starts one instance; with bus, it hears the others' changes and facts. Its background work

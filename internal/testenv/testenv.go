@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -428,17 +427,6 @@ func Database(tb testing.TB) string {
 		tb.Fatalf("testenv: shared postgres: %v", shared.err)
 	}
 	return shared.pg.CreateDatabase(tb)
-}
-
-// Pool opens a connection pool to the database at dsn, closed when the test ends.
-func Pool(tb testing.TB, dsn string) *pgxpool.Pool {
-	tb.Helper()
-	pool, err := pgxpool.New(context.Background(), dsn)
-	if err != nil {
-		tb.Fatalf("testenv: pool: %v", err)
-	}
-	tb.Cleanup(pool.Close)
-	return pool
 }
 
 // Main runs the package's tests and then removes the shared servers. Call it from TestMain:
