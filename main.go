@@ -38,6 +38,7 @@ import (
 	_ "time/tzdata" // schedules name IANA time zones; the binary must not depend on the host's zoneinfo
 
 	_ "couponsvc/docs" // the OpenAPI document served by /swagger
+	"couponsvc/engine"
 	"couponsvc/handler"
 	"couponsvc/internal/arrival"
 	"couponsvc/internal/auth"
@@ -202,18 +203,19 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	}
 	nodes := lock.NewNodes(cfg.RedisAddrs, cfg.RedisPassword)
 	// Each grant of a coupon's lock carries this instance's address: the others forward that
-	// coupon's requests to it (service/forward.go).
+	// coupon's requests to it (engine/forward.go).
 	locks := lock.New(nodes, lock.WithWatchdogTimeout(cfg.LockWatchdog), lock.WithHolderInfo(peer.HolderInfo(cfg.ClusterKey, advertise)))
 	defer locks.Close()
 
 	m := metrics.New()
-	svc := service.New(repo, service.NewLocker(locks), service.Config{
+	svc := service.New(repo, engine.NewLocker(locks), service.Config{Engine: engine.Config{
 		LockWait: cfg.LockWait, LockLease: cfg.LockLease,
-		// The user reads take at most a quarter of the pool; the issue batches keep the rest.
-		ReadConns: max(1, repo.MaxConns()/4),
 		Advertise: advertise, Peers: peer.NewClient(cfg.ClusterKey),
 		Bus:   notify.New(nodes, "couponsvc:coupon-changed", cfg.ClusterKey),
 		Facts: notify.New(nodes, "couponsvc:coupon-facts", cfg.ClusterKey),
+	},
+		// The user reads take at most a quarter of the pool; the issue batches keep the rest.
+		ReadConns: max(1, repo.MaxConns()/4),
 	}, m, log)
 	// Background work (coupon changes from other pods, daily schedules) until shutdown.
 	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))

@@ -9,6 +9,7 @@ package domain
 import (
 	"context"
 	"errors"
+	"regexp"
 	"strings"
 	"time"
 
@@ -108,6 +109,12 @@ type Coupon struct {
 	MinOrderAmount int64      // smallest order the coupon can be redeemed on
 	Paused         bool       // issuing is suspended
 }
+
+var codePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidCode reports whether code can name a coupon (the schema's CHECK); anything else cannot
+// exist and is answered as not found without a query.
+func ValidCode(code string) bool { return codePattern.MatchString(code) }
 
 // WalletEntry is a coupon issued to a user (a coupon_wallet row), with the coupon facts a
 // client needs.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"couponsvc/domain"
+	"couponsvc/engine"
 	"couponsvc/internal/testenv"
 
 	"github.com/google/uuid"
@@ -40,7 +41,7 @@ func (r *observedRepo) UserWallet(ctx context.Context, user uuid.UUID) ([]domain
 func TestCouponReadsFromSnapshot(t *testing.T) {
 	st := newStack(t)
 	repo := &observedRepo{Repository: st.repo(t)}
-	s := st.serviceWith(t, repo, &clock{t: time.Now()}, false, Config{MetaRefresh: time.Hour})
+	s := st.serviceWith(t, repo, testenv.NewClock(time.Now()), false, Config{Engine: engine.Config{MetaRefresh: time.Hour}})
 	mustCreate(t, s, domain.Coupon{Code: "POLL", Name: "poll", DiscountAmount: 1, TotalQuantity: 100, ValidDays: 1, OpensAt: time.Now().Add(-time.Hour)})
 	ctx := context.Background()
 	if _, err := s.ListCoupons(ctx); err != nil {
@@ -97,7 +98,7 @@ func TestCouponReadsFromSnapshot(t *testing.T) {
 func TestWalletReadsBounded(t *testing.T) {
 	st := newStack(t)
 	repo := &observedRepo{Repository: st.repo(t), hold: make(chan struct{})}
-	s := st.serviceWith(t, repo, &clock{t: time.Now()}, false, Config{ReadConns: 2})
+	s := st.serviceWith(t, repo, testenv.NewClock(time.Now()), false, Config{ReadConns: 2})
 	mustCreate(t, s, domain.Coupon{Code: "BUSY", Name: "busy", DiscountAmount: 1, TotalQuantity: 100, ValidDays: 1, OpensAt: time.Now().Add(-time.Hour)})
 	ctx := context.Background()
 	var wg sync.WaitGroup

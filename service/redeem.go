@@ -5,9 +5,10 @@ import (
 
 	"context"
 	"fmt"
-	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"couponsvc/engine"
 
 	"github.com/google/uuid"
 )
@@ -28,7 +29,7 @@ func (s *Service) Redeem(ctx context.Context, walletID, userID uuid.UUID, orderI
 	r, err := s.repo.Redeem(ctx, walletID, userID, orderID, orderAmount)
 	result := "redeemed"
 	if err != nil {
-		err = s.translate(err)
+		err = engine.Translate(err)
 		result = resultOf(err)
 	}
 	s.metrics.Redemptions.WithLabelValues(result).Inc()
@@ -51,36 +52,4 @@ func printable(s string) bool {
 		}
 	}
 	return utf8.ValidString(s)
-}
-
-// WalletStatus filters a user's wallet.
-type WalletStatus string
-
-// Wallet filters: usable entries are neither redeemed nor expired; a redeemed entry counts as
-// redeemed whether or not it has expired since.
-const (
-	WalletAll      WalletStatus = ""
-	WalletUsable   WalletStatus = "usable"
-	WalletRedeemed WalletStatus = "redeemed"
-	WalletExpired  WalletStatus = "expired"
-)
-
-// ParseWalletStatus parses the ?status= filter of a wallet listing.
-func ParseWalletStatus(s string) (WalletStatus, error) {
-	switch st := WalletStatus(s); st {
-	case WalletAll, WalletUsable, WalletRedeemed, WalletExpired:
-		return st, nil
-	}
-	return "", invalid("status must be usable, redeemed or expired")
-}
-
-// statusOf is the entry's status at now.
-func statusOf(e domain.WalletEntry, now time.Time) WalletStatus {
-	switch {
-	case e.RedeemedAt != nil:
-		return WalletRedeemed
-	case !now.Before(e.ExpiresAt):
-		return WalletExpired
-	}
-	return WalletUsable
 }

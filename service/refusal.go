@@ -2,18 +2,14 @@ package service
 
 import (
 	"context"
-	"fmt"
 	"time"
-
-	"couponsvc/domain"
 
 	"github.com/google/uuid"
 )
 
-// Refusal answers, from this instance's cached state alone (no I/O, no lock, no query), an issue
-// request whose answer does not depend on who asks: the coupon's window refuses it at its
-// arrival (not open, closed, paused), or the coupon is sold out and its holder set is final.
-// claimed is the user the request claims to be, not yet verified.
+// Refusal answers, from the engine's cache alone (engine.Engine.Refusal: no I/O), an issue
+// request whose answer does not depend on who asks (sold out, closed, not open). claimed is the
+// user the request claims to be, not yet verified.
 //
 // Identity mode asks it before verifying the request's token, so that the crowd of a sold-out or
 // closed coupon costs no signature check: those answers are public (GET /api/v1/coupons/{code}
@@ -26,32 +22,13 @@ import (
 // A refusal without verify is counted and logged like Issue's answers; one with verify that is
 // given is passed to Answered.
 func (s *Service) Refusal(ctx context.Context, code string, claimed uuid.UUID) (refusal error, verify bool) {
-	st := s.cached(code)
-	if st == nil {
-		return nil, false // unknown here: Issue looks it up, after verification
-	}
 	start := time.Now()
-	arrived := start
-	if at, ok := ctx.Value(arrivalKey{}).(time.Time); ok && at.Before(start) {
-		arrived = at
+	arrived, _ := ctx.Value(arrivalKey{}).(time.Time)
+	refusal, verify = s.engine.Refusal(code, claimed, arrived)
+	if refusal != nil && !verify {
+		s.record(ctx, code, claimed, start, refusal)
 	}
-	err := st.window.Load().check(s.now().Add(-start.Sub(arrived)))
-	if err == nil {
-		st.mu.Lock()
-		_, held := st.holders[claimed]
-		final := st.final
-		st.mu.Unlock()
-		if !final {
-			return nil, false
-		}
-		if held {
-			return fmt.Errorf("issue %s: %w", code, domain.ErrSoldOut), true
-		}
-		err = domain.ErrSoldOut
-	}
-	err = fmt.Errorf("issue %s: %w", code, err)
-	s.record(ctx, code, claimed, start, err)
-	return err, false
+	return refusal, verify
 }
 
 // Answered counts and logs err as the answer to an issue request for code by user that Issue

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"couponsvc/engine"
 )
 
 // Daily schedules.
@@ -78,7 +80,7 @@ func (s *Service) CreateSchedule(ctx context.Context, sc domain.Schedule) (domai
 	}
 	out, err := s.repo.CreateSchedule(ctx, sc)
 	if err != nil {
-		return domain.Schedule{}, s.translate(err)
+		return domain.Schedule{}, engine.Translate(err)
 	}
 	s.log.Info("schedule created", "prefix", out.CodePrefix, "open_time", FormatOpenTime(out.OpenMinute),
 		"time_zone", out.TimeZone, "quantity_per_day", out.QuantityPerDay)
@@ -93,7 +95,7 @@ func (s *Service) CreateSchedule(ctx context.Context, sc domain.Schedule) (domai
 func (s *Service) ListSchedules(ctx context.Context) ([]domain.Schedule, error) {
 	out, err := s.repo.ListSchedules(ctx)
 	if err != nil {
-		return nil, s.translate(err)
+		return nil, engine.Translate(err)
 	}
 	return out, nil
 }
@@ -139,7 +141,7 @@ func (s *Service) materialise(ctx context.Context, sc domain.Schedule, now time.
 		}
 		created, err := s.repo.MaterialiseCoupon(ctx, c, sc.ID, day)
 		if err != nil {
-			return fmt.Errorf("materialise %s: %w", c.Code, s.translate(err))
+			return fmt.Errorf("materialise %s: %w", c.Code, engine.Translate(err))
 		}
 		if created {
 			s.metrics.CouponsMaterialised.Inc()
@@ -176,4 +178,18 @@ func openingOn(day time.Time, minute int, loc *time.Location) (time.Time, bool) 
 	t := time.Date(y, m, d, minute/60, minute%60, 0, 0, loc)
 	ty, tm, td := t.Date()
 	return t, ty == y && tm == m && td == d
+}
+
+// every calls fn at once and then every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func(context.Context)) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		fn(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

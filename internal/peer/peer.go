@@ -1,6 +1,6 @@
 // Package peer carries issue requests between couponsvc instances over HTTP: a batch for one
 // coupon, forwarded to the instance that owns the coupon or relayed to any instance (see the
-// service package's forward.go). It is the wire format and the client; the handler package
+// engine package's forward.go). It is the wire format and the client; the handler package
 // serves Path.
 package peer
 
@@ -19,7 +19,7 @@ import (
 	"net/http"
 	"time"
 
-	"couponsvc/service"
+	"couponsvc/engine"
 
 	"github.com/google/uuid"
 )
@@ -108,7 +108,7 @@ func HolderInfo(key seal.Key, addr string) string {
 	return addr + "," + key.Sum([]byte("owner"), []byte(addr))
 }
 
-// Owner implements service.Peers: the address in a lock's holder info (HolderInfo), when its
+// Owner implements engine.Peers: the address in a lock's holder info (HolderInfo), when its
 // MAC is right; ok false otherwise (or for no holder).
 func (c *Client) Owner(info string) (addr string, ok bool) {
 	addr, mac, sealed := strings.Cut(info, ",")
@@ -123,9 +123,9 @@ func (c *Client) Owner(info string) (addr string, ok bool) {
 	return addr, true
 }
 
-// Send implements service.Peers: it posts the batch to the instance at addr (host:port) and
+// Send implements engine.Peers: it posts the batch to the instance at addr (host:port) and
 // returns its results, one slice per coupon.
-func (c *Client) Send(ctx context.Context, addr string, b service.PeerBatch) ([][]service.PeerResult, error) {
+func (c *Client) Send(ctx context.Context, addr string, b engine.PeerBatch) ([][]engine.PeerResult, error) {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("peer address %q: %w", addr, err)
 	}
@@ -167,9 +167,9 @@ func (c *Client) Send(ctx context.Context, addr string, b service.PeerBatch) ([]
 	if err := json.Unmarshal(reply, &rs); err != nil {
 		return nil, fmt.Errorf("peer %s: results: %w", addr, err)
 	}
-	out := make([][]service.PeerResult, len(rs.Results))
+	out := make([][]engine.PeerResult, len(rs.Results))
 	for i, cr := range rs.Results {
-		out[i] = make([]service.PeerResult, len(cr))
+		out[i] = make([]engine.PeerResult, len(cr))
 		for j, r := range cr {
 			out[i][j].Result = r.Result
 			if e := r.Entry; e != nil {
@@ -183,14 +183,14 @@ func (c *Client) Send(ctx context.Context, addr string, b service.PeerBatch) ([]
 
 // ReadBatch reads a batch from a request (at most MaxBody bytes, MaxRequests requests), checks
 // its MAC under key (ErrUnauthenticated), and returns it with the MAC, for the reply's.
-func ReadBatch(r *http.Request, key seal.Key) (service.PeerBatch, string, error) {
+func ReadBatch(r *http.Request, key seal.Key) (engine.PeerBatch, string, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
 	if err != nil {
-		return service.PeerBatch{}, "", fmt.Errorf("%w: peer batch: %w", domain.ErrInvalid, err)
+		return engine.PeerBatch{}, "", fmt.Errorf("%w: peer batch: %w", domain.ErrInvalid, err)
 	}
 	mac := r.Header.Get(MACHeader)
 	if !key.Verify(mac, []byte(Route), body) {
-		return service.PeerBatch{}, "", ErrUnauthenticated
+		return engine.PeerBatch{}, "", ErrUnauthenticated
 	}
 	b, err := DecodeBatch(bytes.NewReader(body))
 	return b, mac, err
@@ -202,42 +202,42 @@ func ReplyMAC(key seal.Key, batchMAC string, body []byte) string {
 }
 
 // DecodeBatch reads a batch from a request body (at most MaxBody bytes, MaxRequests requests).
-func DecodeBatch(r io.Reader) (service.PeerBatch, error) {
+func DecodeBatch(r io.Reader) (engine.PeerBatch, error) {
 	var w batch
 	dec := json.NewDecoder(io.LimitReader(r, MaxBody+1))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&w); err != nil {
-		return service.PeerBatch{}, fmt.Errorf("%w: peer batch: %w", domain.ErrInvalid, err)
+		return engine.PeerBatch{}, fmt.Errorf("%w: peer batch: %w", domain.ErrInvalid, err)
 	}
 	if _, _, err := net.SplitHostPort(w.From); err != nil {
-		return service.PeerBatch{}, fmt.Errorf("%w: peer batch: from %q: %w", domain.ErrInvalid, w.From, err)
+		return engine.PeerBatch{}, fmt.Errorf("%w: peer batch: from %q: %w", domain.ErrInvalid, w.From, err)
 	}
-	b := service.PeerBatch{From: w.From, Coupons: make([]service.PeerCoupon, len(w.Coupons))}
+	b := engine.PeerBatch{From: w.From, Coupons: make([]engine.PeerCoupon, len(w.Coupons))}
 	n := 0
 	for i, c := range w.Coupons {
-		if !service.ValidCode(c.Code) || len(c.Requests) == 0 {
-			return service.PeerBatch{}, fmt.Errorf("%w: peer batch: coupon %q with %d requests", domain.ErrInvalid, c.Code, len(c.Requests))
+		if !domain.ValidCode(c.Code) || len(c.Requests) == 0 {
+			return engine.PeerBatch{}, fmt.Errorf("%w: peer batch: coupon %q with %d requests", domain.ErrInvalid, c.Code, len(c.Requests))
 		}
 		if n += len(c.Requests); n > MaxRequests {
-			return service.PeerBatch{}, fmt.Errorf("%w: peer batch: over %d requests", domain.ErrInvalid, MaxRequests)
+			return engine.PeerBatch{}, fmt.Errorf("%w: peer batch: over %d requests", domain.ErrInvalid, MaxRequests)
 		}
-		pc := service.PeerCoupon{Code: c.Code, Relay: c.Relay, Requests: make([]service.PeerRequest, len(c.Requests))}
+		pc := engine.PeerCoupon{Code: c.Code, Relay: c.Relay, Requests: make([]engine.PeerRequest, len(c.Requests))}
 		for j, r := range c.Requests {
 			if r.User == uuid.Nil {
-				return service.PeerBatch{}, fmt.Errorf("%w: peer batch: nil user", domain.ErrInvalid)
+				return engine.PeerBatch{}, fmt.Errorf("%w: peer batch: nil user", domain.ErrInvalid)
 			}
-			pc.Requests[j] = service.PeerRequest{User: r.User, Arrived: time.Unix(0, r.Arrived), Wallet: r.Wallet}
+			pc.Requests[j] = engine.PeerRequest{User: r.User, Arrived: time.Unix(0, r.Arrived), Wallet: r.Wallet}
 		}
 		b.Coupons[i] = pc
 	}
 	if len(b.Coupons) == 0 {
-		return service.PeerBatch{}, fmt.Errorf("%w: peer batch: no coupons", domain.ErrInvalid)
+		return engine.PeerBatch{}, fmt.Errorf("%w: peer batch: no coupons", domain.ErrInvalid)
 	}
 	return b, nil
 }
 
 // EncodeResults writes the results of a batch.
-func EncodeResults(rs [][]service.PeerResult) ([]byte, error) {
+func EncodeResults(rs [][]engine.PeerResult) ([]byte, error) {
 	w := results{Results: make([][]result, len(rs))}
 	for i, cr := range rs {
 		w.Results[i] = make([]result, len(cr))

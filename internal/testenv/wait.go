@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -50,4 +51,17 @@ func Wait(tb testing.TB, wg *sync.WaitGroup, within time.Duration, what string) 
 		close(done)
 	}()
 	Receive(tb, done, within, what)
+}
+
+// Background runs fn in a goroutine until the test ends: its context is then cancelled, and fn
+// must return within 10 s (what says what it is, for the failure).
+func Background(tb testing.TB, what string, fn func(ctx context.Context)) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); fn(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		Receive(tb, done, 10*time.Second, what+" stops when its context ends")
+	})
 }

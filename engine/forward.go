@@ -1,4 +1,4 @@
-package service
+package engine
 
 import (
 	"couponsvc/domain"
@@ -27,7 +27,8 @@ import (
 //
 // The owner is found in the lock itself: each grant's value carries the holder's advertised
 // address (lock.WithHolderInfo), sealed with the instances' key so that nobody else who can
-// write to Redis can send the instances' requests elsewhere (Peers.Owner). It is a hint, never trusted further: the receiver of
+// write to Redis can send the instances' requests elsewhere (Peers.Owner). It is a hint, never
+// trusted further: the receiver of
 // a forwarded batch serves it only while it holds the lock, and answers "misdirected"
 // otherwise, and so does an owner that loses the lock (lease, partition, drain) for the
 // forwarded requests it has not yet issued; the sender then queues them again. The lock's
@@ -165,7 +166,7 @@ func (p *peerSet) any(except string) string {
 
 // learnOwner reads the coupon's owner from the lock and, when it is another instance that has
 // not just refused, remembers it to forward to. It reports whether it found one.
-func (s *Service) learnOwner(ctx context.Context, st *couponState, m Mutex) bool {
+func (s *Engine) learnOwner(ctx context.Context, st *couponState, m Mutex) bool {
 	info, _, err := m.Holder(ctx)
 	if err != nil || s.cfg.Peers == nil {
 		return false
@@ -185,7 +186,7 @@ func (s *Service) learnOwner(ctx context.Context, st *couponState, m Mutex) bool
 }
 
 // forgetOwner stops forwarding to addr after it refused or failed.
-func (s *Service) forgetOwner(st *couponState, addr string) {
+func (s *Engine) forgetOwner(st *couponState, addr string) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.ownerAddr == addr {
@@ -196,7 +197,7 @@ func (s *Service) forgetOwner(st *couponState, addr string) {
 
 // relay hands the queue to another instance known to this one, when this one cannot reach
 // the Redis quorum; it reports whether it did.
-func (s *Service) relay(st *couponState) bool {
+func (s *Engine) relay(st *couponState) bool {
 	addr := s.peers.any(s.cfg.Advertise)
 	if addr == "" {
 		return false
@@ -214,7 +215,7 @@ type outItem struct {
 // forward moves up to MaxBatch queued requests (not forwarded ones; not relayed ones, when
 // relaying) to the outbox of addr (the owner; or any instance when relay); the answers are
 // delivered by the sending goroutine. It reports whether it moved any.
-func (s *Service) forward(st *couponState, addr string, relay bool) bool {
+func (s *Engine) forward(st *couponState, addr string, relay bool) bool {
 	st.mu.Lock()
 	var batch []*issueRequest
 	kept := st.queue[:0]
@@ -239,7 +240,7 @@ func (s *Service) forward(st *couponState, addr string, relay bool) bool {
 
 // outbox gathers the batches waiting to be sent to the instance at addr: one call carries
 // every coupon's waiting requests, at most maxSends calls at a time.
-func (s *Service) outbox(addr string) *grouper[*outItem] {
+func (s *Engine) outbox(addr string) *grouper[*outItem] {
 	s.outMu.Lock()
 	defer s.outMu.Unlock()
 	ob := s.outboxes[addr]
@@ -261,7 +262,7 @@ func (s *Service) outbox(addr string) *grouper[*outItem] {
 
 // send forwards the items in one call and answers their requests; the requests the receiver
 // did not serve, or all of them when it could not be reached, go back into their queues.
-func (s *Service) send(addr string, items []*outItem) {
+func (s *Engine) send(addr string, items []*outItem) {
 	b := PeerBatch{From: s.cfg.Advertise, Coupons: make([]PeerCoupon, len(items))}
 	var last time.Time
 	for i, it := range items {
@@ -313,7 +314,7 @@ func kindOf(relay bool) string {
 }
 
 // answerForwarded answers one coupon's forwarded requests from the receiver's results.
-func (s *Service) answerForwarded(it *outItem, addr string, results []PeerResult) {
+func (s *Engine) answerForwarded(it *outItem, addr string, results []PeerResult) {
 	st := it.st
 	var back []*issueRequest
 	soldOut := false
@@ -366,7 +367,7 @@ func (s *Service) answerForwarded(it *outItem, addr string, results []PeerResult
 
 // bounceLocked answers the forwarded requests in the queue of a coupon this instance does not
 // own (any more) "misdirected", so that their senders queue them again. st.mu is held.
-func (s *Service) bounceLocked(st *couponState) {
+func (s *Engine) bounceLocked(st *couponState) {
 	if st.owner {
 		return
 	}
@@ -392,7 +393,7 @@ var errMisdirected = errors.New("misdirected")
 // as if they had arrived here. The arrival times are the sender's; they are kept within
 // [now - LOCK_WAIT, now], so a sender can place its requests no earlier than any request still
 // waiting here may have arrived. It returns one result per request, per coupon, in order.
-func (s *Service) Receive(ctx context.Context, b PeerBatch) [][]PeerResult {
+func (s *Engine) Receive(ctx context.Context, b PeerBatch) [][]PeerResult {
 	if b.From != s.cfg.Advertise {
 		s.peers.note(b.From)
 	}

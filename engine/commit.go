@@ -1,4 +1,4 @@
-package service
+package engine
 
 import (
 	"context"
@@ -30,7 +30,7 @@ type commitRequest struct {
 }
 
 // commit issues one coupon's batch, alone or together with other coupons' batches.
-func (s *Service) commit(ctx context.Context, b repository.Batch) ([]repository.Result, error) {
+func (s *Engine) commit(ctx context.Context, b repository.Batch) ([]repository.Result, error) {
 	req := &commitRequest{ctx: ctx, batch: b, done: make(chan repository.BatchOutcome, 1)}
 	s.commits.add(req)
 	out := <-req.done
@@ -40,7 +40,7 @@ func (s *Service) commit(ctx context.Context, b repository.Batch) ([]repository.
 // runGroup issues a group of batches in one transaction and delivers each one's outcome. A
 // batch alone keeps its own context (cancelled when its lock is lost); a group runs under the
 // transaction timeout, and the fencing tokens guard each of its batches.
-func (s *Service) runGroup(group []*commitRequest) {
+func (s *Engine) runGroup(group []*commitRequest) {
 	ctx := group[0].ctx
 	if len(group) > 1 {
 		var cancel context.CancelFunc
@@ -51,8 +51,8 @@ func (s *Service) runGroup(group []*commitRequest) {
 	for i, r := range group {
 		batches[i] = r.batch
 	}
-	outs := s.repo.IssueBatches(ctx, batches)
-	s.readsStale() // before any answer: a client reads its own issue
+	outs := s.store.IssueBatches(ctx, batches)
+	s.changes.Add(1) // before any answer: a client reads its own issue (the service's reads)
 	for i, out := range outs {
 		group[i].done <- out
 	}

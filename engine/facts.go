@@ -1,4 +1,4 @@
-package service
+package engine
 
 import (
 	"context"
@@ -30,7 +30,7 @@ const factsBacklog = 1024
 
 // publishFacts tells the other instances what a batch of coupon code committed: the users who
 // hold it, and whether it was found sold out. It does not wait for Redis: Run publishes.
-func (s *Service) publishFacts(code string, holders []uuid.UUID, soldOut bool) {
+func (s *Engine) publishFacts(code string, holders []uuid.UUID, soldOut bool) {
 	if s.cfg.Facts == nil || (len(holders) == 0 && !soldOut) {
 		return
 	}
@@ -55,7 +55,7 @@ func (s *Service) publishFacts(code string, holders []uuid.UUID, soldOut bool) {
 }
 
 // publishLoop publishes the notices publishFacts queued, until ctx ends.
-func (s *Service) publishLoop(ctx context.Context) {
+func (s *Engine) publishLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -70,7 +70,7 @@ func (s *Service) publishLoop(ctx context.Context) {
 
 // recordFacts records a notice of another instance. A sold-out is checked here, in the
 // subscriber's goroutine: once per coupon, as after it the coupon is final.
-func (s *Service) recordFacts(ctx context.Context, msg string) {
+func (s *Engine) recordFacts(ctx context.Context, msg string) {
 	sender, rest, _ := strings.Cut(msg, " ")
 	code, rest, _ := strings.Cut(rest, " ")
 	flag, users, _ := strings.Cut(rest, " ")
@@ -81,7 +81,7 @@ func (s *Service) recordFacts(ctx context.Context, msg string) {
 	if st == nil {
 		return // loaded from PostgreSQL when first asked for
 	}
-	s.readsStale()
+	s.changes.Add(1)
 	if users != "" {
 		st.mu.Lock()
 		n := 0
@@ -105,14 +105,14 @@ func (s *Service) recordFacts(ctx context.Context, msg string) {
 // confirmSoldOut checks a sold-out another instance reported with PostgreSQL and, when it
 // holds, loads the final holder set, so that this instance answers the rest of the crowd
 // from memory without a batch of its own.
-func (s *Service) confirmSoldOut(ctx context.Context, st *couponState) {
+func (s *Engine) confirmSoldOut(ctx context.Context, st *couponState) {
 	st.mu.Lock()
 	gen, final := st.gen, st.final
 	st.mu.Unlock()
 	if final {
 		return
 	}
-	c, err := s.repo.CouponByCode(ctx, st.coupon.Code)
+	c, err := s.store.CouponByCode(ctx, st.coupon.Code)
 	if err != nil || c.IssuedQuantity < c.TotalQuantity {
 		return
 	}

@@ -1,11 +1,15 @@
 package service
 
 import (
+	"couponsvc/domain"
+
 	"context"
 	"fmt"
 	"time"
 
-	"couponsvc/domain"
+	"couponsvc/engine"
+
+	"github.com/google/uuid"
 )
 
 // Coupon reads (GET /api/v1/coupons…) are served from one snapshot of every coupon, so that
@@ -18,37 +22,33 @@ import (
 // readSnapshot is every coupon as one query read it.
 type readSnapshot struct {
 	at     time.Time // when the query began
-	seen   uint64    // readsChanged before it began (see readsStale)
+	seen   uint64    // the engine's Changes before it began
 	list   []domain.Coupon
 	byCode map[string]int // index in list
 }
 
-// readsStale records that the coupons' counts or settings may have changed (an issue committed
-// here or elsewhere, a coupon created or changed): the next read queries again.
-func (s *Service) readsStale() { s.readsChanged.Add(1) }
-
 // snapshot returns a snapshot of every coupon that reflects every change this instance knew of
 // when called, at most MetaRefresh old.
 func (s *Service) snapshot(ctx context.Context) (*readSnapshot, error) {
-	seen := s.readsChanged.Load()
+	seen := s.engine.Changes()
 	for {
-		if sn := s.reads.Load(); sn != nil && sn.seen >= seen && time.Since(sn.at) < s.cfg.MetaRefresh {
+		if sn := s.reads.Load(); sn != nil && sn.seen >= seen && time.Since(sn.at) < s.cfg.Engine.MetaRefresh {
 			return sn, nil
 		}
 		// One query at a time, whatever the number of readers; it runs to its end (bounded)
 		// even when the reader that started it goes away, as the others wait for it.
 		v, err, _ := s.readFlight.Do("", func() (any, error) {
-			qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.TxTimeout)
+			qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readTimeout)
 			defer cancel()
 			release, err := s.readSlot(qctx)
 			if err != nil {
 				return nil, err
 			}
 			defer release()
-			sn := &readSnapshot{at: time.Now(), seen: s.readsChanged.Load()}
+			sn := &readSnapshot{at: time.Now(), seen: s.engine.Changes()}
 			cs, err := s.repo.ListCoupons(qctx)
 			if err != nil {
-				return nil, s.translate(err)
+				return nil, engine.Translate(err)
 			}
 			sn.list, sn.byCode = cs, make(map[string]int, len(cs))
 			for i, c := range cs {
@@ -71,10 +71,10 @@ func (s *Service) snapshot(ctx context.Context) (*readSnapshot, error) {
 }
 
 // GetCoupon returns one coupon with its counts (see the snapshot above). A code the snapshot
-// lacks is looked up as the issue path looks up unknown codes (state: within a small budget of
-// queries), so that a coupon created a moment ago on another instance is found.
+// lacks is looked up as the issue path looks up unknown codes (engine.Lookup: within a small
+// budget of queries), so that a coupon created a moment ago on another instance is found.
 func (s *Service) GetCoupon(ctx context.Context, code string) (domain.Coupon, error) {
-	if !ValidCode(code) {
+	if !domain.ValidCode(code) {
 		return domain.Coupon{}, fmt.Errorf("coupon %q: %w", code, domain.ErrCouponNotFound)
 	}
 	sn, err := s.snapshot(ctx)
@@ -84,10 +84,11 @@ func (s *Service) GetCoupon(ctx context.Context, code string) (domain.Coupon, er
 	if i, ok := sn.byCode[code]; ok {
 		return sn.list[i], nil
 	}
-	if _, err := s.state(ctx, code); err != nil {
+	if err := s.engine.Lookup(ctx, code); err != nil {
 		return domain.Coupon{}, err
 	}
-	s.readsStale() // known now, and not in the snapshot
+	// It exists, and the snapshot predates it: read them again.
+	s.reads.Store(nil)
 	if sn, err = s.snapshot(ctx); err != nil {
 		return domain.Coupon{}, err
 	}
@@ -104,6 +105,65 @@ func (s *Service) ListCoupons(ctx context.Context) ([]domain.Coupon, error) {
 		return nil, err
 	}
 	return sn.list, nil
+}
+
+// readTimeout bounds the snapshot's query.
+const readTimeout = 5 * time.Second
+
+// UserWallet returns the user's wallet entries with the given status (WalletAll: every one).
+func (s *Service) UserWallet(ctx context.Context, userID uuid.UUID, status WalletStatus) ([]domain.WalletEntry, error) {
+	release, err := s.readSlot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w, err := s.repo.UserWallet(ctx, userID)
+	release()
+	if err != nil {
+		return nil, engine.Translate(err)
+	}
+	if status == WalletAll {
+		return w, nil
+	}
+	now := s.now()
+	out := w[:0]
+	for _, e := range w {
+		if statusOf(e, now) == status {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// WalletStatus filters a user's wallet.
+type WalletStatus string
+
+// Wallet filters: usable entries are neither redeemed nor expired; a redeemed entry counts as
+// redeemed whether or not it has expired since.
+const (
+	WalletAll      WalletStatus = ""
+	WalletUsable   WalletStatus = "usable"
+	WalletRedeemed WalletStatus = "redeemed"
+	WalletExpired  WalletStatus = "expired"
+)
+
+// ParseWalletStatus parses the ?status= filter of a wallet listing.
+func ParseWalletStatus(s string) (WalletStatus, error) {
+	switch st := WalletStatus(s); st {
+	case WalletAll, WalletUsable, WalletRedeemed, WalletExpired:
+		return st, nil
+	}
+	return "", invalid("status must be usable, redeemed or expired")
+}
+
+// statusOf is the entry's status at now.
+func statusOf(e domain.WalletEntry, now time.Time) WalletStatus {
+	switch {
+	case e.RedeemedAt != nil:
+		return WalletRedeemed
+	case !now.Before(e.ExpiresAt):
+		return WalletExpired
+	}
+	return WalletUsable
 }
 
 // readSlot waits for one of the ReadConns slots of the user reads and returns its release.

@@ -1,4 +1,4 @@
-package service
+package engine
 
 import (
 	"time"
@@ -17,7 +17,7 @@ var remainingDesc = prometheus.NewDesc("couponsvc_coupon_remaining",
 
 // stockCollector exposes each cached coupon's remaining stock at scrape time: nothing is added to
 // the issue path, and the figure is the one the boundary settle already keeps.
-type stockCollector struct{ s *Service }
+type stockCollector struct{ s *Engine }
 
 func (c stockCollector) Describe(ch chan<- *prometheus.Desc) { ch <- remainingDesc }
 

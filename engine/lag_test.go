@@ -1,4 +1,4 @@
-package service
+package engine
 
 import (
 	"couponsvc/domain"

@@ -1,4 +1,4 @@
-package service
+package engine
 
 import (
 	"context"
@@ -8,11 +8,12 @@ import (
 	"github.com/google/uuid"
 
 	"couponsvc/domain"
+	"couponsvc/internal/testenv"
 )
 
 // remainingOf gathers s's registry as a scrape does and returns couponsvc_coupon_remaining by
 // coupon.
-func remainingOf(t *testing.T, s *Service) map[string]float64 {
+func remainingOf(t *testing.T, s *Engine) map[string]float64 {
 	t.Helper()
 	mfs, err := s.metrics.Registry.Gather()
 	if err != nil {
@@ -36,12 +37,12 @@ func TestRemainingStockMetric(t *testing.T) {
 	st := newStack(t)
 	opens := time.Now().Add(-30 * time.Minute).Truncate(time.Millisecond) // PostgreSQL's clock inside the window
 	closes := opens.Add(time.Hour)
-	c := &clock{t: opens}
-	s := st.service(t, c, false, Config{})
-	mustCreate(t, s, domain.Coupon{Code: "STOCK", Name: "stock", DiscountAmount: 100, TotalQuantity: 5,
+	c := testenv.NewClock(opens)
+	s := st.engine(t, c, false, Config{})
+	st.create(t, domain.Coupon{Code: "STOCK", Name: "stock", DiscountAmount: 100, TotalQuantity: 5,
 		OpensAt: opens, ClosesAt: &closes, ValidDays: 7})
 	for range 2 {
-		if _, err := s.Issue(context.Background(), "STOCK", uuid.New()); err != nil {
+		if _, err := s.Issue(context.Background(), "STOCK", uuid.New(), time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,4 +1,4 @@
-package service
+package engine
 
 import (
 	"math"
@@ -121,7 +121,7 @@ func (f *frontier) past(t, now time.Time) bool {
 }
 
 // observeArrival records a request handled at now that reached the host at arrived.
-func (s *Service) observeArrival(now, arrived time.Time) {
+func (s *Engine) observeArrival(now, arrived time.Time) {
 	lag := now.Sub(arrived)
 	s.lag.observe(now, lag)
 	s.handling.observe(now, arrived)
@@ -139,7 +139,7 @@ const maxSettle = 50 * time.Millisecond
 // and longer while this process is still handling requests that arrived before it (a crowd's
 // first burst, which the recent waits do not show yet); at most maxSettle, or BoundarySettle
 // if longer. st.mu is held, and released while waiting.
-func (s *Service) settle(st *couponState) {
+func (s *Engine) settle(st *couponState) {
 	if s.cfg.BoundarySettle <= 0 || st.remaining <= 0 || len(st.queue) < st.remaining {
 		return
 	}
