@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // The issue path, with group commit.
@@ -92,6 +93,10 @@ type issueRequest struct {
 	// instance that may have issued it without the answer coming back (see answerUncertain).
 	wallet    uuid.UUID
 	uncertain atomic.Bool
+	// Traces on only (trace.go): when the request joined the queue, and its span (here, or at
+	// the instance that forwarded it).
+	enqueued time.Time
+	span     trace.SpanContext
 }
 
 const (
@@ -103,6 +108,7 @@ const (
 type issueOutcome struct {
 	entry domain.WalletEntry
 	err   error
+	trace *batchTrace // the batch that decided it, when traces are on
 }
 
 // Issue issues coupon code to userID, first come first served: a committed wallet entry, or
@@ -132,6 +138,9 @@ func (s *Service) record(ctx context.Context, code string, userID uuid.UUID, sta
 		label = "_unknown" // codes of no known coupon must not grow the metric's label set
 	}
 	s.outcome(label, result).Inc()
+	if s.cfg.Tracer != nil {
+		trace.SpanFromContext(ctx).SetAttributes(attrResult.String(result))
+	}
 	switch result {
 	case "error":
 		s.log.ErrorContext(ctx, "issue failed", "coupon", code, "user", userID, "err", err)
@@ -191,6 +200,9 @@ func (s *Service) issue(ctx context.Context, code string, userID uuid.UUID, arri
 		return domain.WalletEntry{}, fmt.Errorf("issue %s: %w", code, known)
 	}
 	out := s.await(ctx, req)
+	if s.cfg.Tracer != nil {
+		s.traceRequest(ctx, req, out.trace)
+	}
 	if errors.Is(out.err, domain.ErrAlreadyIssued) && req.uncertain.Load() {
 		out = s.answerUncertain(ctx, st, req, out)
 	}
@@ -212,6 +224,9 @@ func (s *Service) enqueueLocked(ctx context.Context, st *couponState, userID uui
 	}
 	req := &issueRequest{ctx: ctx, user: userID, arrived: arrived, deadline: arrived.Add(s.cfg.LockWait),
 		wallet: wallet, done: make(chan issueOutcome, 1)}
+	if s.cfg.Tracer != nil {
+		req.enqueued, req.span = time.Now(), trace.SpanContextFromContext(ctx)
+	}
 	st.queue = insertByArrival(st.queue, req)
 	s.kickLocked(st)
 	return req, nil
@@ -335,7 +350,7 @@ func (s *Service) drain(st *couponState) {
 			continue
 		}
 		unavailableSince = time.Time{}
-		s.own(ctx, st, m)
+		s.own(ctx, st, m, s.traceGrant(ctx, st.coupon.Code, m, waitStart))
 	}
 }
 
@@ -345,7 +360,7 @@ func (s *Service) drain(st *couponState) {
 // transaction. In a cluster this instance is the coupon's owner: the others forward their
 // requests to it, so it keeps the grant while requests keep coming and ownerLinger after the
 // last, and lets go when a batch fails, the grant is lost or the service drains.
-func (s *Service) own(ctx context.Context, st *couponState, m Mutex) {
+func (s *Service) own(ctx context.Context, st *couponState, m Mutex, g grant) {
 	held := time.Now()
 	lost := m.Lost(ctx)
 	cluster := s.cfg.Peers != nil
@@ -357,7 +372,7 @@ func (s *Service) own(ctx context.Context, st *couponState, m Mutex) {
 	linger := time.NewTimer(ownerLinger)
 	defer linger.Stop()
 	for {
-		ran, good := s.runBatch(ctx, st, m)
+		ran, good := s.runBatch(ctx, st, m, g)
 		if ran && !good {
 			break
 		}
@@ -430,8 +445,9 @@ func (s *Service) failAll(st *couponState, err error) {
 
 // runBatch issues the front of the queue in one transaction under the lock and answers each
 // request; it reports whether it answered any request, and whether the grant can serve
-// another batch (false when the token was stale or the transaction failed).
-func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (ran, good bool) {
+// another batch (false when the token was stale or the transaction failed). g is the grant's
+// trace (traces on).
+func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex, g grant) (ran, good bool) {
 	st.mu.Lock()
 	if st.final {
 		// Sold out with the complete holder set known (see loadHolders): those who queued
@@ -459,7 +475,13 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (ran, 
 	if len(batch) == 0 {
 		return false, true
 	}
-	results, err = s.issueBatch(ctx, st, m, batch)
+	var bt *batchTrace
+	if s.cfg.Tracer != nil {
+		var span trace.Span
+		span, bt = s.startBatch(st.coupon.Code, g, batch)
+		defer func() { s.endBatch(span, bt, results, err) }()
+	}
+	results, err = s.issueBatch(ctx, st, m, batch, bt)
 	s.metrics.BatchSize.Observe(float64(len(batch)))
 
 	if errors.Is(err, repository.ErrStaleFence) {
@@ -488,7 +510,7 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (ran, 
 			s.log.Error("issue batch", "coupon", st.coupon.Code, "size", len(batch), "err", err)
 		}
 		for _, r := range batch {
-			r.done <- issueOutcome{err: err}
+			r.done <- issueOutcome{err: err, trace: bt}
 		}
 		return true, window
 	}
@@ -506,14 +528,14 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex) (ran, 
 			e := res.Entry
 			e.CouponCode, e.DiscountAmount = st.coupon.Code, st.coupon.DiscountAmount
 			e.ExpiresAt = e.IssuedAt.Add(time.Duration(st.coupon.ValidDays) * 24 * time.Hour) // as the schema's trigger
-			r.done <- issueOutcome{entry: e}
+			r.done <- issueOutcome{entry: e, trace: bt}
 		case repository.AlreadyIssued:
 			st.holders[r.user] = struct{}{}
 			holders = append(holders, r.user)
-			r.done <- issueOutcome{err: domain.ErrAlreadyIssued}
+			r.done <- issueOutcome{err: domain.ErrAlreadyIssued, trace: bt}
 		case repository.SoldOut:
 			soldOut = true
-			r.done <- issueOutcome{err: domain.ErrSoldOut}
+			r.done <- issueOutcome{err: domain.ErrSoldOut, trace: bt}
 		default:
 			retry = append(retry, r)
 		}
@@ -606,8 +628,9 @@ func (s *Service) answerFromFacts(st *couponState) {
 }
 
 // issueBatch runs the batch's transaction with the grant's fencing token; it stops the moment
-// the lock is known lost (the token and the constraints guard the moments before).
-func (s *Service) issueBatch(ctx context.Context, st *couponState, m Mutex, batch []*issueRequest) ([]repository.Result, error) {
+// the lock is known lost (the token and the constraints guard the moments before). bt, when
+// traces are on, records the fence and the transaction's times.
+func (s *Service) issueBatch(ctx context.Context, st *couponState, m Mutex, batch []*issueRequest, bt *batchTrace) ([]repository.Result, error) {
 	fence, _ := m.Fence(ctx)
 	users, wallets := make([]uuid.UUID, len(batch)), make([]uuid.UUID, len(batch))
 	for i, r := range batch {
@@ -626,6 +649,9 @@ func (s *Service) issueBatch(ctx context.Context, st *couponState, m Mutex, batc
 	start := time.Now()
 	results, err := s.commit(txCtx, repository.Batch{CouponID: st.coupon.ID, Fence: fence, Users: users, Wallets: wallets})
 	s.metrics.TxDuration.Observe(time.Since(start).Seconds())
+	if bt != nil {
+		bt.fence, bt.txStart, bt.txEnd = fence, start, time.Now()
+	}
 	return results, err
 }
 

@@ -20,6 +20,7 @@ import (
 	"couponsvc/repository"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
 )
@@ -113,6 +114,8 @@ type Config struct {
 	// ScheduleLead is how long before its opening a daily coupon is created; 0 means 2 h, so
 	// that with ScheduleEvery it exists well over an hour ahead.
 	ScheduleLead time.Duration
+	// Tracer traces the issue path (trace.go); nil: traces are off, and cost nothing.
+	Tracer trace.Tracer
 }
 
 // Service implements the use cases.
