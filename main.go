@@ -229,7 +229,7 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	svc := service.New(repo, service.NewLocker(locks), service.Config{
 		LockWait: cfg.LockWait, LockLease: cfg.LockLease,
 		Advertise: advertise, Peers: peer.NewClient(cfg.ClusterKey),
-		Bus:   notify.New(nodes, "couponsvc:coupon-changed", cfg.ClusterKey),
+		Bus:    notify.New(nodes, "couponsvc:coupon-changed", cfg.ClusterKey),
 		Facts:  notify.New(nodes, "couponsvc:coupon-facts", cfg.ClusterKey),
 		Tracer: tracer(tp, "couponsvc/service"),
 	}, m, log)

@@ -49,8 +49,8 @@ type coupon struct {
 
 type request struct {
 	User    uuid.UUID `json:"u"`
-	Arrived int64     `json:"a"` // Unix ns at the host that received it
-	Wallet  uuid.UUID `json:"w"` // the id of its row if issued (absent from older versions: the receiver chooses)
+	Arrived int64     `json:"a"`           // Unix ns at the host that received it
+	Wallet  uuid.UUID `json:"w"`           // the id of its row if issued (absent from older versions: the receiver chooses)
 	Trace   string    `json:"t,omitempty"` // the request's span at the sender, a W3C traceparent (traces on)
 }
 
