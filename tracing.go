@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -47,7 +48,7 @@ func newTracing(ctx context.Context, cfg config, getenv func(string) string, spa
 	res, err := resource.New(ctx,
 		resource.WithAttributes(semconv.ServiceName("couponsvc"), semconv.ServiceVersion(version)),
 		resource.WithFromEnv(), resource.WithTelemetrySDK(), resource.WithHost())
-	if err != nil {
+	if err != nil && !errors.Is(err, resource.ErrPartialResource) { // partial: what could be read is kept
 		return nil, fmt.Errorf("traces: resource: %w", err)
 	}
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}

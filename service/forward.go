@@ -296,7 +296,7 @@ func (s *Service) send(addr string, items []*outItem) {
 		// Nothing, or not all, is known of the batch: the receiver may have died before or
 		// after committing it. Queued again, each request is decided anew; one committed
 		// meanwhile is then found by its wallet id and answered 201 (answerUncertain).
-		s.log.Warn("forward issue requests", "to", addr, "coupons", len(items), "err", err)
+		s.log.WarnContext(ctx, "forward issue requests", "to", addr, "coupons", len(items), "err", err)
 		for _, it := range items {
 			s.metrics.PeerBatches.WithLabelValues(kindOf(it.relay), "error").Inc()
 			s.forgetOwner(it.st, addr)

@@ -480,6 +480,7 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex, g gran
 		var span trace.Span
 		span, bt = s.startBatch(st.coupon.Code, g, batch)
 		defer func() { s.endBatch(span, bt, results, err) }()
+		ctx = trace.ContextWithSpan(ctx, span) // the batch's log lines carry its trace id
 	}
 	results, err = s.issueBatch(ctx, st, m, batch, bt)
 	s.metrics.BatchSize.Observe(float64(len(batch)))
@@ -507,7 +508,7 @@ func (s *Service) runBatch(ctx context.Context, st *couponState, m Mutex, g gran
 		case errors.Is(err, domain.ErrOutcomeUnknown):
 			go s.resolveLater(st, batch)
 		case !errors.Is(err, domain.ErrUnavailable):
-			s.log.Error("issue batch", "coupon", st.coupon.Code, "size", len(batch), "err", err)
+			s.log.ErrorContext(ctx, "issue batch", "coupon", st.coupon.Code, "size", len(batch), "err", err)
 		}
 		for _, r := range batch {
 			r.done <- issueOutcome{err: err, trace: bt}
