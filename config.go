@@ -33,6 +33,8 @@ type config struct {
 	AdminToken    string
 	ClusterKey    seal.Key
 	LogLevel      slog.Level
+	// OTLPEndpoint is OTEL_EXPORTER_OTLP_ENDPOINT: set, traces are exported there (tracing.go).
+	OTLPEndpoint string
 	// Auth is identity mode's configuration; Auth.JWKSURL empty: demo mode.
 	Auth auth.Config
 }
@@ -58,6 +60,7 @@ var settings = []setting{
 	{"ADMIN_TOKEN", "", "bearer token (at least 32 characters) for /api/v1/admin/*; empty disables those routes", true},
 	{"CLUSTER_KEY", "", "key (at least 32 bytes) the instances share to authenticate the requests they forward to each other and their notices on Redis; empty: nothing is authenticated (one instance, or a demo)", true},
 	{"LOG_LEVEL", "info", "debug, info, warn or error", false},
+	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "OpenTelemetry collector's OTLP/HTTP base URL (e.g. http://otel-collector:4318): traces on; empty: off (the other OTEL_* variables are the SDK's)", false},
 	{"AUTH_JWKS_URL", "", "identity mode: the identity provider's JWK Set URL (empty: demo mode, identities not verified)", false},
 	{"AUTH_ISSUER", "", "identity mode: the exact iss of the provider's access tokens", false},
 	{"AUTH_AUDIENCE", "", "identity mode: the aud the access tokens must carry (this API)", false},
@@ -154,6 +157,11 @@ func loadConfig(name string, args []string, getenv func(string) string, stderr i
 	}
 	if err := cfg.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL"))); err != nil {
 		bad("LOG_LEVEL", "must be debug, info, warn or error")
+	}
+	if cfg.OTLPEndpoint = get("OTEL_EXPORTER_OTLP_ENDPOINT"); cfg.OTLPEndpoint != "" {
+		if u, err := url.Parse(cfg.OTLPEndpoint); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad("OTEL_EXPORTER_OTLP_ENDPOINT", "must be an http(s) URL such as http://otel-collector:4318")
+		}
 	}
 	cfg.Auth = auth.Config{JWKSURL: get("AUTH_JWKS_URL"), Issuer: get("AUTH_ISSUER"), Audience: get("AUTH_AUDIENCE"),
 		RedeemScope: get("AUTH_REDEEM_SCOPE")}

@@ -51,6 +51,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5/pgxpool"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=...".
@@ -75,6 +77,12 @@ func main() {
 
 // run is the whole program; tests call it with their own arguments and environment.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return runWith(ctx, args, getenv, stdout, stderr, nil)
+}
+
+// runWith is run, with spans (when not nil) receiving every span, traces on: the tests'
+// recorder of the spans.
+func runWith(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, spans sdktrace.SpanProcessor) error {
 	cmd := "serve"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
@@ -95,6 +103,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	var traces *tracing
+	if cmd == "serve" {
+		if traces, err = newTracing(ctx, cfg, getenv, spans); err != nil {
+			return err
+		}
+		if traces != nil {
+			log = slog.New(traceLog{log.Handler()})
+		}
+		defer traces.shutdown(log) // last: the spans of the requests drained at shutdown are flushed too
+	}
 
 	pool, err := repository.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
@@ -109,7 +127,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Info("migrations applied", "seed_demo", cfg.SeedDemo)
 		return nil
 	}
-	return serve(ctx, cfg, repo, log)
+	return serve(ctx, cfg, repo, log, traces.tracerProvider())
 }
 
 // migrate applies the schema (and seeds), waiting for PostgreSQL to come up.
@@ -189,7 +207,8 @@ func isLoopback(host string) bool {
 	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
-func serve(ctx context.Context, cfg config, repo *repository.Repository, log *slog.Logger) error {
+// serve runs the HTTP server until ctx ends; tp is nil when traces are off.
+func serve(ctx context.Context, cfg config, repo *repository.Repository, log *slog.Logger, tp trace.TracerProvider) error {
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -211,8 +230,9 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	svc := service.New(repo, engine.NewLocker(locks), service.Config{Engine: engine.Config{
 		LockWait: cfg.LockWait, LockLease: cfg.LockLease,
 		Advertise: advertise, Peers: peer.NewClient(cfg.ClusterKey),
-		Bus:   notify.New(nodes, "couponsvc:coupon-changed", cfg.ClusterKey),
-		Facts: notify.New(nodes, "couponsvc:coupon-facts", cfg.ClusterKey),
+		Bus:    notify.New(nodes, "couponsvc:coupon-changed", cfg.ClusterKey),
+		Facts:  notify.New(nodes, "couponsvc:coupon-facts", cfg.ClusterKey),
+		Tracer: tracer(tp, "couponsvc/engine"),
 	},
 		// The user reads take at most a quarter of the pool; the issue batches keep the rest.
 		ReadConns: max(1, repo.MaxConns()/4),
@@ -232,7 +252,7 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	}
 	gin.SetMode(gin.ReleaseMode)
 	h := handler.New(svc, m, log, handler.Config{MaxInFlight: cfg.MaxInFlight, AdminToken: cfg.AdminToken,
-		ClusterKey: cfg.ClusterKey, Identity: verifier})
+		ClusterKey: cfg.ClusterKey, Identity: verifier, Tracer: tracer(tp, "couponsvc/handler")})
 
 	srv := &http.Server{
 		Addr:              cfg.HTTPAddr,
@@ -250,7 +270,8 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	log.Info("serving", "addr", ln.Addr().String(), "advertise", advertise, "version", version,
 		"redis_nodes", len(cfg.RedisAddrs), "lock_wait", cfg.LockWait.String(), "lock_lease", cfg.LockLease.String(),
 		"lock_watchdog_timeout", cfg.LockWatchdog.String(),
-		"database", redactDSN(cfg.DatabaseURL), "admin_api", cfg.AdminToken != "", "identity_mode", verifier != nil)
+		"database", redactDSN(cfg.DatabaseURL), "admin_api", cfg.AdminToken != "", "identity_mode", verifier != nil,
+		"traces", tp != nil)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(arrival.Listen(ln)) }()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -69,12 +70,18 @@ func (s *stack) env(extra map[string]string) map[string]string {
 
 func startInstance(t *testing.T, env map[string]string) *instance {
 	t.Helper()
+	return startInstanceWith(t, env, nil)
+}
+
+// startInstanceWith is startInstance with traces on, every span going to spans.
+func startInstanceWith(t *testing.T, env map[string]string, spans sdktrace.SpanProcessor) *instance {
+	t.Helper()
 	port := testenv.FreePort(t)
 	env["HTTP_ADDR"] = fmt.Sprintf("127.0.0.1:%d", port)
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{base: "http://" + env["HTTP_ADDR"], cancel: cancel, done: make(chan error, 1), logs: &syncBuffer{}}
 	go func() {
-		in.done <- run(ctx, []string{"serve"}, func(k string) string { return env[k] }, io.Discard, in.logs)
+		in.done <- runWith(ctx, []string{"serve"}, func(k string) string { return env[k] }, io.Discard, in.logs, spans)
 	}()
 	waitUp(t, in.base, in.done, in.logs)
 	t.Cleanup(func() { in.stop(t) })

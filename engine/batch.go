@@ -10,13 +10,14 @@ import (
 	"couponsvc/repository"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // runBatch issues the front of the queue in one transaction under the lock and answers each
 // request; it reports whether it answered any request, and whether the grant can serve
 // another batch (false when the token was stale or the transaction failed; a batch the
-// window refused leaves it good).
-func (s *Engine) runBatch(ctx context.Context, st *couponState, m Mutex) (ran, good bool) {
+// window refused leaves it good). g is the grant's trace (traces on).
+func (s *Engine) runBatch(ctx context.Context, st *couponState, m Mutex, g grant) (ran, good bool) {
 	st.mu.Lock()
 	if st.final {
 		// Sold out with the complete holder set known (see loadHolders): those who queued
@@ -32,7 +33,16 @@ func (s *Engine) runBatch(ctx context.Context, st *couponState, m Mutex) (ran, g
 		return false, true
 	}
 
-	results, err := s.issueBatch(ctx, st, m, batch)
+	var results []repository.Result
+	var err error
+	var bt *batchTrace
+	if s.cfg.Tracer != nil {
+		var span trace.Span
+		span, bt = s.startBatch(st.coupon.Code, g, batch)
+		defer func() { s.endBatch(span, bt, results, err) }()
+		ctx = trace.ContextWithSpan(ctx, span) // the batch's log lines carry its trace id
+	}
+	results, err = s.issueBatch(ctx, st, m, batch, bt)
 	s.metrics.BatchSize.Observe(float64(len(batch)))
 	if errors.Is(err, repository.ErrStaleFence) {
 		s.advanceFence(ctx, st)
@@ -40,15 +50,15 @@ func (s *Engine) runBatch(ctx context.Context, st *couponState, m Mutex) (ran, g
 		return true, false
 	}
 	if refusedByWindow(err) {
-		s.refuseBatch(ctx, st, batch, err)
+		s.refuseBatch(ctx, st, batch, err, bt)
 		return true, true
 	}
 	if err != nil {
-		s.failBatch(st, batch, err)
+		s.failBatch(ctx, st, batch, err, bt)
 		return true, false
 	}
 
-	learned, retry := s.answerBatch(st, batch, results, gen)
+	learned, retry := s.answerBatch(st, batch, results, gen, bt)
 	s.publishFacts(st.coupon.Code, learned.holders, learned.soldOut)
 	if len(retry) > 0 {
 		s.requeue(st, retry)
@@ -98,25 +108,25 @@ func refusedByWindow(err error) bool {
 
 // refuseBatch answers a batch the window refused (nothing was written, the grant is still
 // good) and reads the coupon again: this instance's copy is behind PostgreSQL's.
-func (s *Engine) refuseBatch(ctx context.Context, st *couponState, batch []*issueRequest, err error) {
+func (s *Engine) refuseBatch(ctx context.Context, st *couponState, batch []*issueRequest, err error, bt *batchTrace) {
 	go s.reload(context.WithoutCancel(ctx), st)
 	for _, r := range batch {
-		r.done <- issueOutcome{err: err}
+		r.done <- issueOutcome{err: err, trace: bt}
 	}
 }
 
 // failBatch answers every request of a batch whose transaction failed with the domain's
 // error; when its outcome is unknown, it is looked into in the background (resolveLater).
-func (s *Engine) failBatch(st *couponState, batch []*issueRequest, err error) {
+func (s *Engine) failBatch(ctx context.Context, st *couponState, batch []*issueRequest, err error, bt *batchTrace) {
 	err = Translate(err)
 	if errors.Is(err, domain.ErrOutcomeUnknown) {
 		go s.resolveLater(st, batch)
 	}
 	if !errors.Is(err, domain.ErrUnavailable) && !errors.Is(err, domain.ErrOutcomeUnknown) {
-		s.log.Error("issue batch", "coupon", st.coupon.Code, "size", len(batch), "err", err)
+		s.log.ErrorContext(ctx, "issue batch", "coupon", st.coupon.Code, "size", len(batch), "err", err)
 	}
 	for _, r := range batch {
-		r.done <- issueOutcome{err: err}
+		r.done <- issueOutcome{err: err, trace: bt}
 	}
 }
 
@@ -132,7 +142,7 @@ type batchFacts struct {
 // records the facts it taught; it returns them, and the requests nothing was decided for
 // (to queue again). A stock raised since the batch began (a generation other than gen) voids
 // its sold-out finding.
-func (s *Engine) answerBatch(st *couponState, batch []*issueRequest, results []repository.Result, gen uint64) (learned batchFacts, retry []*issueRequest) {
+func (s *Engine) answerBatch(st *couponState, batch []*issueRequest, results []repository.Result, gen uint64, bt *batchTrace) (learned batchFacts, retry []*issueRequest) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	soldOut := false
@@ -145,14 +155,14 @@ func (s *Engine) answerBatch(st *couponState, batch []*issueRequest, results []r
 			e := res.Entry
 			e.CouponCode, e.DiscountAmount = st.coupon.Code, st.coupon.DiscountAmount
 			e.ExpiresAt = e.IssuedAt.Add(time.Duration(st.coupon.ValidDays) * 24 * time.Hour) // as the schema's trigger
-			r.done <- issueOutcome{entry: e}
+			r.done <- issueOutcome{entry: e, trace: bt}
 		case repository.AlreadyIssued:
 			st.holders[r.user] = struct{}{}
 			learned.holders = append(learned.holders, r.user)
-			r.done <- issueOutcome{err: domain.ErrAlreadyIssued}
+			r.done <- issueOutcome{err: domain.ErrAlreadyIssued, trace: bt}
 		case repository.SoldOut:
 			soldOut = true
-			r.done <- issueOutcome{err: domain.ErrSoldOut}
+			r.done <- issueOutcome{err: domain.ErrSoldOut, trace: bt}
 		default:
 			retry = append(retry, r)
 		}
@@ -215,7 +225,7 @@ func (s *Engine) answerFromFacts(st *couponState) {
 
 // issueBatch runs the batch's transaction with the grant's fencing token; it stops the moment
 // the lock is known lost (the token and the constraints guard the moments before).
-func (s *Engine) issueBatch(ctx context.Context, st *couponState, m Mutex, batch []*issueRequest) ([]repository.Result, error) {
+func (s *Engine) issueBatch(ctx context.Context, st *couponState, m Mutex, batch []*issueRequest, bt *batchTrace) ([]repository.Result, error) {
 	fence, _ := m.Fence(ctx)
 	users, wallets := make([]uuid.UUID, len(batch)), make([]uuid.UUID, len(batch))
 	for i, r := range batch {
@@ -234,6 +244,9 @@ func (s *Engine) issueBatch(ctx context.Context, st *couponState, m Mutex, batch
 	start := time.Now()
 	results, err := s.commit(txCtx, repository.Batch{CouponID: st.coupon.ID, Fence: fence, Users: users, Wallets: wallets})
 	s.metrics.TxDuration.Observe(time.Since(start).Seconds())
+	if bt != nil {
+		bt.fence, bt.txStart, bt.txEnd = fence, start, time.Now()
+	}
 	return results, err
 }
 

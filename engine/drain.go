@@ -93,7 +93,7 @@ func (s *Engine) drain(st *couponState) {
 			continue
 		}
 		unavailableSince = time.Time{}
-		s.own(ctx, st, m)
+		s.own(ctx, st, m, s.traceGrant(ctx, st.coupon.Code, m, waitStart))
 	}
 }
 
@@ -103,7 +103,7 @@ func (s *Engine) drain(st *couponState) {
 // transaction. In a cluster this instance is the coupon's owner: the others forward their
 // requests to it, so it keeps the grant while requests keep coming and ownerLinger after the
 // last, and lets go when a batch fails, the grant is lost or the service drains.
-func (s *Engine) own(ctx context.Context, st *couponState, m Mutex) {
+func (s *Engine) own(ctx context.Context, st *couponState, m Mutex, g grant) {
 	held := time.Now()
 	lost := m.Lost(ctx)
 	cluster := s.cfg.Peers != nil
@@ -115,7 +115,7 @@ func (s *Engine) own(ctx context.Context, st *couponState, m Mutex) {
 	linger := time.NewTimer(ownerLinger)
 	defer linger.Stop()
 	for {
-		ran, good := s.runBatch(ctx, st, m)
+		ran, good := s.runBatch(ctx, st, m, g)
 		if ran && !good {
 			break
 		}

@@ -33,6 +33,7 @@ import (
 	"couponsvc/repository"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
 )
@@ -123,6 +124,8 @@ type Config struct {
 	// MetaRefresh bounds how stale this instance's copy of a coupon (its window, pause and
 	// stock) may be when a notice on the bus is lost; 0 means 1 s.
 	MetaRefresh time.Duration
+	// Tracer traces the issue path (trace.go); nil: traces are off, and cost nothing.
+	Tracer trace.Tracer
 }
 
 // Engine is one instance's issue engine.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // One owner per coupon.
@@ -68,6 +69,8 @@ type PeerRequest struct {
 	User    uuid.UUID
 	Arrived time.Time
 	Wallet  uuid.UUID // the id its row takes if issued (uuid.Nil: the receiver chooses)
+	// Trace is the request's span at the sender (traces on): the owner's batch links to it.
+	Trace trace.SpanContext
 }
 
 // PeerResult is the outcome of one PeerRequest: Result is "issued", the error's code
@@ -76,6 +79,8 @@ type PeerRequest struct {
 type PeerResult struct {
 	Result string
 	Entry  domain.WalletEntry
+	// Batch is the span of the owner's batch that decided it (traces on at the owner).
+	Batch trace.SpanContext
 }
 
 const (
@@ -210,6 +215,7 @@ type outItem struct {
 	st    *couponState
 	relay bool
 	batch []*issueRequest
+	at    time.Time // when the batch left the queue (traces on)
 }
 
 // forward moves up to MaxBatch queued requests (not forwarded ones; not relayed ones, when
@@ -234,7 +240,11 @@ func (s *Engine) forward(st *couponState, addr string, relay bool) bool {
 	if len(batch) == 0 {
 		return false
 	}
-	s.outbox(addr).add(&outItem{st: st, relay: relay, batch: batch})
+	it := &outItem{st: st, relay: relay, batch: batch}
+	if s.cfg.Tracer != nil {
+		it.at = time.Now()
+	}
+	s.outbox(addr).add(it)
 	return true
 }
 
@@ -268,7 +278,7 @@ func (s *Engine) send(addr string, items []*outItem) {
 	for i, it := range items {
 		pc := PeerCoupon{Code: it.st.coupon.Code, Relay: it.relay, Requests: make([]PeerRequest, len(it.batch))}
 		for j, r := range it.batch {
-			pc.Requests[j] = PeerRequest{User: r.user, Arrived: r.arrived, Wallet: r.wallet}
+			pc.Requests[j] = PeerRequest{User: r.user, Arrived: r.arrived, Wallet: r.wallet, Trace: r.span}
 			if r.deadline.After(last) {
 				last = r.deadline
 			}
@@ -277,6 +287,11 @@ func (s *Engine) send(addr string, items []*outItem) {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), last.Add(s.cfg.TxTimeout))
 	defer cancel()
+	if s.cfg.Tracer != nil {
+		var span trace.Span
+		ctx, span = s.startForward(ctx, addr, items)
+		defer span.End()
+	}
 	results, err := s.cfg.Peers.Send(ctx, addr, b)
 	if err == nil && len(results) != len(items) {
 		err = errors.New("peer answered a different number of coupons")
@@ -290,7 +305,7 @@ func (s *Engine) send(addr string, items []*outItem) {
 		// Nothing, or not all, is known of the batch: the receiver may have died before or
 		// after committing it. Queued again, each request is decided anew; one committed
 		// meanwhile is then found by its wallet id and answered 201 (answerUncertain).
-		s.log.Warn("forward issue requests", "to", addr, "coupons", len(items), "err", err)
+		s.log.WarnContext(ctx, "forward issue requests", "to", addr, "coupons", len(items), "err", err)
 		for _, it := range items {
 			s.metrics.PeerBatches.WithLabelValues(kindOf(it.relay), "error").Inc()
 			s.forgetOwner(it.st, addr)
@@ -321,6 +336,10 @@ func (s *Engine) answerForwarded(it *outItem, addr string, results []PeerResult)
 	st.mu.Lock()
 	for i, r := range it.batch {
 		res := results[i]
+		var bt *batchTrace
+		if s.cfg.Tracer != nil {
+			bt = &batchTrace{span: res.Batch, taken: it.at, forwardedTo: addr}
+		}
 		rerr, known := peerOutcome(res.Result)
 		switch {
 		case !known:
@@ -335,13 +354,13 @@ func (s *Engine) answerForwarded(it *outItem, addr string, results []PeerResult)
 				continue
 			}
 			st.holders[r.user] = struct{}{}
-			r.done <- issueOutcome{entry: e}
+			r.done <- issueOutcome{entry: e, trace: bt}
 		default:
 			if errors.Is(rerr, domain.ErrAlreadyIssued) {
 				st.holders[r.user] = struct{}{}
 			}
 			soldOut = soldOut || errors.Is(rerr, domain.ErrSoldOut)
-			r.done <- issueOutcome{err: rerr}
+			r.done <- issueOutcome{err: rerr, trace: bt}
 		}
 	}
 	confirm := soldOut && !st.final && !st.confirming
@@ -437,6 +456,9 @@ func (s *Engine) Receive(ctx context.Context, b PeerBatch) [][]PeerResult {
 				continue
 			}
 			r.forwarded, r.relayed = !pc.Relay, pc.Relay
+			if pr.Trace.IsValid() && s.cfg.Tracer != nil {
+				r.span = pr.Trace // the owner's batch links to the request's span at its sender
+			}
 			ws = append(ws, waiting{i, j, st, r})
 		}
 		st.mu.Unlock()
@@ -449,6 +471,9 @@ func (s *Engine) Receive(ctx context.Context, b PeerBatch) [][]PeerResult {
 		}
 		// Counted in the issue metrics by the sender, which answers the client.
 		results[w.i][w.j] = PeerResult{Result: peerResult(out.err), Entry: out.entry}
+		if out.trace != nil {
+			results[w.i][w.j].Batch = out.trace.span
+		}
 	}
 	return results
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // The issue path, with group commit.
@@ -90,6 +91,10 @@ type issueRequest struct {
 	// instance that may have issued it without the answer coming back (see answerUncertain).
 	wallet    uuid.UUID
 	uncertain atomic.Bool
+	// Traces on only (trace.go): when the request joined the queue, and its span (here, or at
+	// the instance that forwarded it).
+	enqueued time.Time
+	span     trace.SpanContext
 }
 
 const (
@@ -101,6 +106,7 @@ const (
 type issueOutcome struct {
 	entry domain.WalletEntry
 	err   error
+	trace *batchTrace // the batch that decided it, when traces are on
 }
 
 // Refusal is the answer, from this instance's cache alone (no I/O, no lock, no query), to an
@@ -167,6 +173,9 @@ func (s *Engine) Issue(ctx context.Context, code string, userID uuid.UUID, arriv
 		return domain.WalletEntry{}, fmt.Errorf("issue %s: %w", code, known)
 	}
 	out := s.await(ctx, req)
+	if s.cfg.Tracer != nil {
+		s.traceRequest(ctx, req, out.trace)
+	}
 	if errors.Is(out.err, domain.ErrAlreadyIssued) && req.uncertain.Load() {
 		out = s.answerUncertain(ctx, st, req, out)
 	}
@@ -188,6 +197,9 @@ func (s *Engine) enqueueLocked(ctx context.Context, st *couponState, userID uuid
 	}
 	req := &issueRequest{ctx: ctx, user: userID, arrived: arrived, deadline: arrived.Add(s.cfg.LockWait),
 		wallet: wallet, done: make(chan issueOutcome, 1)}
+	if s.cfg.Tracer != nil {
+		req.enqueued, req.span = time.Now(), trace.SpanContextFromContext(ctx)
+	}
 	st.queue = insertByArrival(st.queue, req)
 	s.kickLocked(st)
 	return req, nil

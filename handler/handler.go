@@ -26,6 +26,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Handler serves the HTTP API (docs/API.md).
@@ -42,6 +43,8 @@ type Handler struct {
 	clusterKey seal.Key
 	// verifier checks bearer tokens in identity mode; nil: demo mode.
 	verifier *auth.Verifier
+	// tracer starts a span per request (trace.go); nil: traces are off.
+	tracer trace.Tracer
 }
 
 // Config tunes the HTTP layer.
@@ -52,6 +55,9 @@ type Config struct {
 	// Identity verifies the bearer tokens of the user routes (identity mode); nil: demo mode,
 	// where the user is whoever the request says.
 	Identity *auth.Verifier
+	// Tracer starts a server span per request; nil: traces are off, and no middleware is
+	// installed for them.
+	Tracer trace.Tracer
 }
 
 // New returns the HTTP handler with every route registered.
@@ -61,7 +67,7 @@ func New(svc *service.Service, m *metrics.Metrics, log *slog.Logger, cfg Config)
 	}
 	h := &Handler{svc: svc, metrics: m, log: log, inflight: make(chan struct{}, cfg.MaxInFlight),
 		reading: make(chan struct{}, cfg.MaxInFlight), verifier: cfg.Identity,
-		clusterKey: cfg.ClusterKey}
+		clusterKey: cfg.ClusterKey, tracer: cfg.Tracer}
 	if h.verifier != nil {
 		for _, r := range auth.Reasons { // every reason shows, at 0, from the start
 			m.AuthFailures.WithLabelValues(r)
@@ -74,6 +80,9 @@ func New(svc *service.Service, m *metrics.Metrics, log *slog.Logger, cfg Config)
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.UseRawPath = true // an escaped slash stays inside its path segment: "..%2FA0001" is an (unknown) code
+	if h.tracer != nil {
+		r.Use(h.traceRequest)
+	}
 	r.Use(h.observe, h.recoverPanic)
 	h.routes(r)
 	h.engine = r

@@ -73,7 +73,7 @@ func (h *Handler) verify(c *gin.Context, refused func()) {
 			e = &auth.Error{Reason: auth.ReasonClaims, Message: "the bearer token could not be verified", Err: err}
 		}
 		h.metrics.AuthFailures.WithLabelValues(e.Reason).Inc()
-		h.log.DebugContext(c, "token refused", "reason", e.Reason, "err", err)
+		h.log.DebugContext(c.Request.Context(), "token refused", "reason", e.Reason, "err", err)
 		if refused != nil {
 			refused()
 			return

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Issue issues coupon code to userID, first come first served (package engine): a committed
@@ -36,6 +37,9 @@ func (s *Service) record(ctx context.Context, code string, userID uuid.UUID, sta
 		label = "_unknown" // codes of no known coupon must not grow the metric's label set
 	}
 	s.outcome(label, result).Inc()
+	if s.cfg.Engine.Tracer != nil {
+		trace.SpanFromContext(ctx).SetAttributes(engine.AttrResult.String(result))
+	}
 	switch result {
 	case "error":
 		s.log.ErrorContext(ctx, "issue failed", "coupon", code, "user", userID, "err", err)

@@ -13,6 +13,8 @@ import (
 	"couponsvc/internal/metrics"
 
 	"github.com/google/uuid"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // BenchmarkIssueAnsweredFromMemory measures the path most of a crowd takes once a coupon is
@@ -21,11 +23,24 @@ import (
 // bus), before the timer starts; the locker is never reached, and the repository not on the
 // path measured.
 func BenchmarkIssueAnsweredFromMemory(b *testing.B) {
+	benchmarkAnsweredFromMemory(b, nil)
+}
+
+// BenchmarkIssueAnsweredFromMemoryTraced is the same path with traces on: each request in a
+// recorded server span (as the handler starts it), which Issue gives its outcome; the spans go
+// to no exporter. Against the benchmark above, it is what traces on cost a sold-out crowd.
+func BenchmarkIssueAnsweredFromMemoryTraced(b *testing.B) {
+	tp := sdktrace.NewTracerProvider()
+	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	benchmarkAnsweredFromMemory(b, tp.Tracer("bench"))
+}
+
+func benchmarkAnsweredFromMemory(b *testing.B, tracer trace.Tracer) {
 	holder := uuid.New()
 	repo := soldOutRepo{coupon: domain.Coupon{ID: uuid.New(), Code: "A0001", TotalQuantity: 300, IssuedQuantity: 300,
 		OpensAt: time.Now().Add(-time.Hour)}, holder: holder}
 	facts := &oneNotice{msg: "another-instance A0001 s", delivered: make(chan struct{})}
-	s := New(repo, nil, Config{Engine: engine.Config{LockWait: time.Second, Facts: facts}}, metrics.New(),
+	s := New(repo, nil, Config{Engine: engine.Config{LockWait: time.Second, Facts: facts, Tracer: tracer}}, metrics.New(),
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -44,8 +59,16 @@ func BenchmarkIssueAnsweredFromMemory(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {
-			if _, err := s.Issue(ctx, "A0001", users[i%len(users)]); err == nil {
+			rctx := ctx
+			var span trace.Span
+			if tracer != nil {
+				rctx, span = tracer.Start(ctx, "POST /api/v1/coupons/:code/issue", trace.WithSpanKind(trace.SpanKindServer))
+			}
+			if _, err := s.Issue(rctx, "A0001", users[i%len(users)]); err == nil {
 				b.Fatal("issued from a sold-out coupon")
+			}
+			if span != nil {
+				span.End()
 			}
 			i++
 		}

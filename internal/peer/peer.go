@@ -22,6 +22,8 @@ import (
 	"couponsvc/engine"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Route is the peer endpoint's route. It is for the instances only: the Ingress routes
@@ -48,8 +50,9 @@ type coupon struct {
 
 type request struct {
 	User    uuid.UUID `json:"u"`
-	Arrived int64     `json:"a"` // Unix ns at the host that received it
-	Wallet  uuid.UUID `json:"w"` // the id of its row if issued (absent from older versions: the receiver chooses)
+	Arrived int64     `json:"a"`           // Unix ns at the host that received it
+	Wallet  uuid.UUID `json:"w"`           // the id of its row if issued (absent from older versions: the receiver chooses)
+	Trace   string    `json:"t,omitempty"` // the request's span at the sender, a W3C traceparent (traces on)
 }
 
 type results struct {
@@ -59,6 +62,7 @@ type results struct {
 type result struct {
 	Result string `json:"r"`
 	Entry  *entry `json:"e,omitempty"`
+	Batch  string `json:"b,omitempty"` // the span of the batch that decided it, a W3C traceparent (traces on)
 }
 
 type entry struct {
@@ -133,7 +137,7 @@ func (c *Client) Send(ctx context.Context, addr string, b engine.PeerBatch) ([][
 	for i, pc := range b.Coupons {
 		w.Coupons[i] = coupon{Code: pc.Code, Relay: pc.Relay, Requests: make([]request, len(pc.Requests))}
 		for j, r := range pc.Requests {
-			w.Coupons[i].Requests[j] = request{User: r.User, Arrived: r.Arrived.UnixNano(), Wallet: r.Wallet}
+			w.Coupons[i].Requests[j] = request{User: r.User, Arrived: r.Arrived.UnixNano(), Wallet: r.Wallet, Trace: traceparent(r.Trace)}
 		}
 	}
 	body, err := json.Marshal(w)
@@ -147,6 +151,9 @@ func (c *Client) Send(ctx context.Context, addr string, b engine.PeerBatch) ([][
 	req.Header.Set("Content-Type", "application/json")
 	mac := c.key.Sum([]byte(Route), body)
 	req.Header.Set(MACHeader, mac)
+	// The call's span (traces on), which the receiver's server span continues; nothing
+	// without one. Outside the MAC: a forged one could only misplace a span.
+	traceContext.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return nil, err
@@ -172,6 +179,7 @@ func (c *Client) Send(ctx context.Context, addr string, b engine.PeerBatch) ([][
 		out[i] = make([]engine.PeerResult, len(cr))
 		for j, r := range cr {
 			out[i][j].Result = r.Result
+			out[i][j].Batch = spanContext(r.Batch)
 			if e := r.Entry; e != nil {
 				out[i][j].Entry = domain.WalletEntry{ID: e.ID, CouponCode: e.CouponCode, UserID: e.UserID,
 					DiscountAmount: e.DiscountAmount, IssuedAt: e.IssuedAt, ExpiresAt: e.ExpiresAt}
@@ -226,7 +234,8 @@ func DecodeBatch(r io.Reader) (engine.PeerBatch, error) {
 			if r.User == uuid.Nil {
 				return engine.PeerBatch{}, fmt.Errorf("%w: peer batch: nil user", domain.ErrInvalid)
 			}
-			pc.Requests[j] = engine.PeerRequest{User: r.User, Arrived: time.Unix(0, r.Arrived), Wallet: r.Wallet}
+			pc.Requests[j] = engine.PeerRequest{User: r.User, Arrived: time.Unix(0, r.Arrived), Wallet: r.Wallet,
+				Trace: spanContext(r.Trace)}
 		}
 		b.Coupons[i] = pc
 	}
@@ -243,6 +252,7 @@ func EncodeResults(rs [][]engine.PeerResult) ([]byte, error) {
 		w.Results[i] = make([]result, len(cr))
 		for j, r := range cr {
 			w.Results[i][j].Result = r.Result
+			w.Results[i][j].Batch = traceparent(r.Batch)
 			if r.Entry.ID != uuid.Nil {
 				e := r.Entry
 				w.Results[i][j].Entry = &entry{ID: e.ID, CouponCode: e.CouponCode, UserID: e.UserID,
@@ -251,4 +261,27 @@ func EncodeResults(rs [][]engine.PeerResult) ([]byte, error) {
 		}
 	}
 	return json.Marshal(w)
+}
+
+// traceContext writes and reads W3C trace context: the call's, in its headers, and each
+// request's and result's span, in the body.
+var traceContext propagation.TraceContext
+
+// traceparent is sc as a W3C traceparent, or "" when sc is not valid (traces off: the field is
+// left out, and the batch is what older versions send).
+func traceparent(sc trace.SpanContext) string {
+	if !sc.IsValid() {
+		return ""
+	}
+	c := propagation.MapCarrier{}
+	traceContext.Inject(trace.ContextWithSpanContext(context.Background(), sc), c)
+	return c["traceparent"]
+}
+
+// spanContext reads a traceparent written by traceparent; anything else is no span context.
+func spanContext(tp string) trace.SpanContext {
+	if tp == "" {
+		return trace.SpanContext{}
+	}
+	return trace.SpanContextFromContext(traceContext.Extract(context.Background(), propagation.MapCarrier{"traceparent": tp}))
 }
