@@ -90,7 +90,7 @@ func (r *Repository) Migrate(ctx context.Context) error {
 
 	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-		return translate("migrate: create schema_migrations", err)
+		return translate("migrate: create schema_migrations", noPrivilegeHint(err))
 	}
 	for _, name := range names {
 		version := versionOf(name)
@@ -110,10 +110,20 @@ func (r *Repository) Migrate(ctx context.Context) error {
 			return err
 		})
 		if err != nil {
-			return translate("migrate "+version, err)
+			return translate("migrate "+version, noPrivilegeHint(err))
 		}
 	}
 	return nil
+}
+
+// noPrivilegeHint says what to do when the role may not change the schema: a runtime role
+// serving with the default MIGRATE_ON_START=true.
+func noPrivilegeHint(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.InsufficientPrivilege {
+		return fmt.Errorf("%w (this database role may not change the schema: run `couponsvc migrate` with the migration role, and serve with MIGRATE_ON_START=false)", err)
+	}
+	return err
 }
 
 // DemoCoupons are the three tiers seeded by default (the API's table).
