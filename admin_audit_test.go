@@ -36,7 +36,13 @@ func TestAdminListener(t *testing.T) {
 			t.Errorf("main port: %s %s: body %s is not the contract's error body", r.method, r.path, a.body)
 		}
 	}
-	mustStatus(t, "admin port: create", sendAs(t, "Bearer "+adminToken, "POST", adminBase+"/api/v1/admin/coupons", body), 201, "")
+	// On the admin listener no forwarding header is believed: the audit's source is the
+	// connection's.
+	mustStatus(t, "admin port: create", adminWith(t, adminBase, "POST", "/coupons", body, map[string]string{"X-Forwarded-For": "203.0.113.7"}), 201, "")
+	var source string
+	if err := db(t, st.dsn).QueryRow(context.Background(), `SELECT source FROM admin_audit WHERE target = 'SEP1'`).Scan(&source); err != nil || source != "127.0.0.1" {
+		t.Errorf("admin port: audited source %q (%v), want 127.0.0.1 whatever X-Forwarded-For says", source, err)
+	}
 	mustStatus(t, "admin port: wrong token", sendAs(t, "Bearer wrong", "GET", adminBase+"/api/v1/admin/schedules", ""), 401, "UNAUTHORIZED")
 	mustStatus(t, "admin port: audit", sendAs(t, "Bearer "+adminToken, "GET", adminBase+"/api/v1/admin/audit", ""), 200, "")
 	// The admin listener is not a second public API.
@@ -99,7 +105,14 @@ type auditRow struct {
 // adminWithID calls the admin API with the right token and an X-Request-ID (none when empty).
 func adminWithID(t *testing.T, in *instance, method, path, body, requestID string) answer {
 	t.Helper()
-	req, err := http.NewRequest(method, in.base+"/api/v1/admin"+path, strings.NewReader(body))
+	return adminWith(t, in.base, method, path, body, map[string]string{"X-Request-ID": requestID})
+}
+
+// adminWith calls the admin API at base with the right token and the given headers (those with
+// a value).
+func adminWith(t *testing.T, base, method, path, body string, headers map[string]string) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, base+"/api/v1/admin"+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,8 +120,10 @@ func adminWithID(t *testing.T, in *instance, method, path, body, requestID strin
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if requestID != "" {
-		req.Header.Set("X-Request-ID", requestID)
+	for k, v := range headers {
+		if v != "" {
+			req.Header.Set(k, v)
+		}
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -175,6 +190,12 @@ func TestAdminAudit(t *testing.T) {
 		t.Errorf("creation audited as %+v", r)
 	}
 
+	// Behind a proxy (X-Forwarded-For), the connection's own address is kept next to the client's.
+	mustStatus(t, "create via a proxy", adminWith(t, in.base, "POST", "/coupons", `{"code":"AUD0","name":"proxied","discountAmount":1,"totalQuantity":1}`,
+		map[string]string{"X-Forwarded-For": "203.0.113.7"}), 201, "")
+	if rows := list("?limit=1"); len(rows) != 1 || rows[0].Target != "AUD0" || rows[0].Source != "203.0.113.7 via 127.0.0.1" {
+		t.Errorf("through a proxy, audited as %+v; want source 203.0.113.7 via 127.0.0.1", rows)
+	}
 	refused("duplicate code", in.admin(t, "POST", "/coupons", `{"code":"AUD1","name":"again","discountAmount":1,"totalQuantity":1}`), 409, "COUPON_EXISTS")
 	refused("invalid coupon", in.admin(t, "POST", "/coupons", `{"code":"AUD2","name":"x","discountAmount":1,"totalQuantity":-1}`), 400, "INVALID_REQUEST")
 	mustStatus(t, "issue one", in.issue(t, "AUD1", uuid.New()), 201, "")
@@ -193,8 +214,8 @@ func TestAdminAudit(t *testing.T) {
 		t.Errorf("X-Request-ID %q: want a UUID made by the service in place of an unsafe one", rid)
 	}
 	rows = list("")
-	if len(rows) != 2 {
-		t.Fatalf("after a creation and a change: %d audit rows, want 2", len(rows))
+	if len(rows) != 3 {
+		t.Fatalf("after two creations and a change: %d audit rows, want 3", len(rows))
 	}
 	r = rows[0] // newest first
 	if r.Action != "coupon.update" || r.Target != "AUD1" || r.RequestID != rid || r.Actor != actor ||
@@ -210,9 +231,9 @@ func TestAdminAudit(t *testing.T) {
 		t.Fatalf("?limit=1 after a schedule's creation: %+v", rows)
 	}
 	refused("duplicate schedule", in.admin(t, "POST", "/schedules", `{"codePrefix":"AUDS","name":"x","openTime":"13:00","timeZone":"UTC","quantityPerDay":1,"discountAmount":1}`), 409, "COUPON_EXISTS")
-	if rows := list("?limit=1000"); len(rows) != 3 || rows[0].Action != "schedule.create" || rows[1].Action != "coupon.update" ||
-		rows[2].Action != "coupon.create" || rows[0].At.Before(rows[2].At) {
-		t.Errorf("?limit=1000: %+v, want the three changes newest first", rows)
+	if rows := list("?limit=1000"); len(rows) != 4 || rows[0].Action != "schedule.create" || rows[1].Action != "coupon.update" ||
+		rows[2].Target != "AUD0" || rows[3].Target != "AUD1" || rows[0].At.Before(rows[3].At) {
+		t.Errorf("?limit=1000: %+v, want the four changes newest first", rows)
 	}
 	for _, q := range []string{"?limit=0", "?limit=1001", "?limit=-1", "?limit=ten", "?limit="} {
 		mustStatus(t, "GET /audit"+q, in.admin(t, "GET", "/audit"+q, ""), 400, "INVALID_REQUEST")

@@ -46,8 +46,19 @@ func (h *Handler) requireAdmin(c *gin.Context) {
 	}
 	// Whatever this request changes is audited, in the change's transaction, under this actor.
 	c.Request = c.Request.WithContext(domain.WithActor(c.Request.Context(),
-		domain.Actor{Name: h.adminActor, Source: c.ClientIP(), RequestID: rid}))
+		domain.Actor{Name: h.adminActor, Source: source(c), RequestID: rid}))
 	c.Next()
+}
+
+// source is the client's address as Gin sees it; when that comes from a forwarding header
+// (a proxy in front), the connection's own address follows, which no client can write:
+// "203.0.113.7 via 10.244.0.12".
+func source(c *gin.Context) string {
+	client, remote := c.ClientIP(), c.RemoteIP()
+	if client == remote {
+		return client
+	}
+	return client + " via " + remote
 }
 
 // requestID is the request's id: the X-Request-ID it came with (ingress-nginx sets one; a
