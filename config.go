@@ -20,19 +20,21 @@ import (
 // config is the service's configuration: environment variables, each overridable by a flag
 // of the same name in kebab case (REDIS_ADDRS -> --redis-addrs).
 type config struct {
-	HTTPAddr      string
-	DatabaseURL   string
-	RedisAddrs    []string
-	RedisPassword string
-	LockWait      time.Duration
-	LockLease     time.Duration
-	LockWatchdog  time.Duration
-	Advertise     string
-	SeedDemo      bool
-	MaxInFlight   int
-	AdminToken    string
-	ClusterKey    seal.Key
-	LogLevel      slog.Level
+	HTTPAddr       string
+	AdminAddr      string // the admin routes' own listener; empty: they are served on HTTPAddr
+	MigrateOnStart bool   // serve applies the migrations (and seeds) before serving
+	DatabaseURL    string
+	RedisAddrs     []string
+	RedisPassword  string
+	LockWait       time.Duration
+	LockLease      time.Duration
+	LockWatchdog   time.Duration
+	Advertise      string
+	SeedDemo       bool
+	MaxInFlight    int
+	AdminToken     string
+	ClusterKey     seal.Key
+	LogLevel       slog.Level
 	// OTLPEndpoint is OTEL_EXPORTER_OTLP_ENDPOINT: set, traces are exported there (tracing.go).
 	OTLPEndpoint string
 	// Auth is identity mode's configuration; Auth.JWKSURL empty: demo mode.
@@ -48,6 +50,7 @@ type setting struct {
 
 var settings = []setting{
 	{"HTTP_ADDR", ":8080", "listen address", false},
+	{"ADMIN_ADDR", "", "listen address of the admin routes (/api/v1/admin/*) alone, never routed by the Ingress; empty: they are served on HTTP_ADDR", false},
 	{"DATABASE_URL", "postgres://postgres@127.0.0.1:5432/coupon?sslmode=disable", "PostgreSQL (pgx DSN)", true},
 	{"REDIS_ADDRS", "127.0.0.1:6379", "comma-separated independent Redis nodes (the lock's Redlock quorum)", false},
 	{"REDIS_PASSWORD", "", "Redis password", true},
@@ -56,6 +59,7 @@ var settings = []setting{
 	{"LOCK_WATCHDOG_TIMEOUT", lock.DefaultWatchdogTimeout.String(), "watchdog lease (Redisson's lockWatchdogTimeout), renewed at a third of it: a crashed holder frees a coupon within it", false},
 	{"ADVERTISE_ADDR", "", "host:port at which the other instances reach this one (default: HTTP_ADDR's host, or this host's first non-loopback IPv4, and its port)", false},
 	{"SEED_DEMO_COUPONS", "true", "create tiers A0001/B0001/C0001 if absent", false},
+	{"MIGRATE_ON_START", "true", "serve applies the migrations (and seeds) at start; false when its database role may not change the schema (couponsvc migrate runs with the migration role instead)", false},
 	{"MAX_INFLIGHT", "4096", "issue requests in progress per instance, and as many wallet reads; beyond it, 429 at once", false},
 	{"ADMIN_TOKEN", "", "bearer token (at least 32 characters) for /api/v1/admin/*; empty disables those routes", true},
 	{"CLUSTER_KEY", "", "key (at least 32 bytes) the instances share to authenticate the requests they forward to each other and their notices on Redis; empty: nothing is authenticated (one instance, or a demo)", true},
@@ -110,11 +114,22 @@ func loadConfig(name string, args []string, getenv func(string) string, stderr i
 	var errs []error
 	bad := func(env, why string) { errs = append(errs, fmt.Errorf("%s: %s", env, why)) }
 	cfg.HTTPAddr = get("HTTP_ADDR")
+	cfg.AdminAddr = get("ADMIN_ADDR")
+	if cfg.AdminAddr != "" {
+		if _, _, err := net.SplitHostPort(cfg.AdminAddr); err != nil {
+			bad("ADMIN_ADDR", "must be host:port or :port such as :8081")
+		} else if cfg.AdminAddr == cfg.HTTPAddr {
+			bad("ADMIN_ADDR", "must differ from HTTP_ADDR: it is the admin routes' own listener")
+		}
+	}
 	cfg.DatabaseURL = get("DATABASE_URL")
 	cfg.RedisPassword = *values["REDIS_PASSWORD"]
 	cfg.AdminToken = *values["ADMIN_TOKEN"]
 	if cfg.AdminToken != "" && len(cfg.AdminToken) < minAdminToken {
 		bad("ADMIN_TOKEN", fmt.Sprintf("must be at least %d characters (e.g. openssl rand -hex 32); empty disables the admin routes", minAdminToken))
+	}
+	if cfg.AdminAddr != "" && cfg.AdminToken == "" {
+		bad("ADMIN_ADDR", "is set but ADMIN_TOKEN is not: without a token there are no admin routes to serve")
 	}
 	for _, a := range strings.Split(get("REDIS_ADDRS"), ",") {
 		if a = strings.TrimSpace(a); a != "" {
@@ -145,6 +160,9 @@ func loadConfig(name string, args []string, getenv func(string) string, stderr i
 	}
 	if cfg.SeedDemo, err = strconv.ParseBool(get("SEED_DEMO_COUPONS")); err != nil {
 		bad("SEED_DEMO_COUPONS", "must be true or false")
+	}
+	if cfg.MigrateOnStart, err = strconv.ParseBool(get("MIGRATE_ON_START")); err != nil {
+		bad("MIGRATE_ON_START", "must be true or false")
 	}
 	if cfg.MaxInFlight, err = strconv.Atoi(get("MAX_INFLIGHT")); err != nil || cfg.MaxInFlight <= 0 {
 		bad("MAX_INFLIGHT", "must be a positive integer")

@@ -15,7 +15,7 @@
 //	@securityDefinitions.apikey	AdminToken
 //	@in							header
 //	@name						Authorization
-//	@description				"Bearer " followed by ADMIN_TOKEN; the admin routes exist only when ADMIN_TOKEN is set.
+//	@description				"Bearer " followed by ADMIN_TOKEN; the admin routes exist only when ADMIN_TOKEN is set, and only on the ADMIN_ADDR listener when that is set.
 package main
 
 import (
@@ -33,6 +33,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 	_ "time/tzdata" // schedules name IANA time zones; the binary must not depend on the host's zoneinfo
@@ -120,7 +121,11 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	defer pool.Close()
 	repo := repository.New(pool)
-	if err := migrate(ctx, repo, cfg, log); err != nil {
+	if cmd == "migrate" || cfg.MigrateOnStart {
+		if err := migrate(ctx, repo, cfg, log); err != nil {
+			return err
+		}
+	} else if err := awaitSchema(ctx, repo, cfg, log); err != nil {
 		return err
 	}
 	if cmd == "migrate" {
@@ -128,6 +133,37 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		return nil
 	}
 	return serve(ctx, cfg, repo, log, traces.tracerProvider())
+}
+
+// awaitSchema is serve's start when it does not migrate (MIGRATE_ON_START=false: its role may
+// not change the schema): it waits, up to startupWait, for every migration to be applied by
+// `couponsvc migrate` (an init container or a Job, with the migration role), so that it never
+// serves a schema older than its code.
+func awaitSchema(ctx context.Context, repo *repository.Repository, cfg config, log *slog.Logger) error {
+	wctx, cancel := context.WithTimeout(ctx, startupWait)
+	defer cancel()
+	for attempt := 1; ; attempt++ {
+		pending, err := repo.PendingMigrations(wctx)
+		if err == nil && len(pending) == 0 {
+			return nil
+		}
+		if err != nil && !errors.Is(err, domain.ErrUnavailable) {
+			return fmt.Errorf("check migrations (database %s): %w", redactDSN(cfg.DatabaseURL), err)
+		}
+		if wctx.Err() != nil {
+			if err != nil {
+				return fmt.Errorf("check migrations (database %s): %w", redactDSN(cfg.DatabaseURL), err)
+			}
+			return fmt.Errorf("database %s lacks migrations %v: with MIGRATE_ON_START=false run `couponsvc migrate` with the migration role's DATABASE_URL first",
+				redactDSN(cfg.DatabaseURL), pending)
+		}
+		log.Warn("waiting for the schema (MIGRATE_ON_START=false: couponsvc migrate applies it)", "database", redactDSN(cfg.DatabaseURL),
+			"attempt", attempt, "pending", pending, "err", err)
+		select {
+		case <-wctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // migrate applies the schema (and seeds), waiting for PostgreSQL to come up.
@@ -213,6 +249,13 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	var adminLn net.Listener
+	if cfg.AdminAddr != "" {
+		if adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen (ADMIN_ADDR): %w", err)
+		}
+	}
 	advertise := cfg.Advertise
 	if advertise == "" {
 		advertise = advertiseAddr(ln.Addr().(*net.TCPAddr))
@@ -248,35 +291,36 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	verifier, err := identity(bgCtx, cfg, log)
 	if err != nil {
 		ln.Close()
+		if adminLn != nil {
+			adminLn.Close()
+		}
 		return err
 	}
 	gin.SetMode(gin.ReleaseMode)
 	h := handler.New(svc, m, log, handler.Config{MaxInFlight: cfg.MaxInFlight, AdminToken: cfg.AdminToken,
-		ClusterKey: cfg.ClusterKey, Identity: verifier, Tracer: tracer(tp, "couponsvc/handler")})
+		ClusterKey: cfg.ClusterKey, Identity: verifier, SeparateAdmin: adminLn != nil, Tracer: tracer(tp, "couponsvc/handler")})
 
-	srv := &http.Server{
-		Addr:              cfg.HTTPAddr,
-		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		// An issue may wait LOCK_WAIT for the lock and then run its transaction.
-		WriteTimeout:   cfg.LockWait + 15*time.Second,
-		IdleTimeout:    120 * time.Second,
-		MaxHeaderBytes: 64 << 10,
-		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		BaseContext:    func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-		ConnContext:    arrival.ConnContext,
-	}
+	srv := newServer(ctx, cfg, cfg.HTTPAddr, h, log)
 	log.Info("serving", "addr", ln.Addr().String(), "advertise", advertise, "version", version,
 		"redis_nodes", len(cfg.RedisAddrs), "lock_wait", cfg.LockWait.String(), "lock_lease", cfg.LockLease.String(),
 		"lock_watchdog_timeout", cfg.LockWatchdog.String(),
 		"database", redactDSN(cfg.DatabaseURL), "admin_api", cfg.AdminToken != "", "identity_mode", verifier != nil,
 		"traces", tp != nil)
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(arrival.Listen(ln)) }()
+	servers := []*http.Server{srv}
+	if adminLn != nil {
+		adminSrv := newServer(ctx, cfg, cfg.AdminAddr, h.Admin(), log)
+		servers = append(servers, adminSrv)
+		log.Info("serving the admin routes on their own listener", "admin_addr", adminLn.Addr().String())
+		go func() { errc <- adminSrv.Serve(adminLn) }()
+	}
 	select {
 	case err := <-errc:
+		for _, s := range servers {
+			s.Close()
+		}
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -285,9 +329,16 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownDrain)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Error("drain incomplete", "err", err)
+	// Both listeners drain at once, within the one drain period.
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Go(func() {
+			if err := s.Shutdown(sctx); err != nil {
+				log.Error("drain incomplete", "addr", s.Addr, "err", err)
+			}
+		})
 	}
+	wg.Wait() // bounded: Shutdown returns when sctx ends
 	// Every owner lets go of its coupons (Drain) once its queue is served: wait for it, so that
 	// closing the lock client leaves no lock to run out its lease.
 	if err := svc.Drained(sctx); err != nil {
@@ -302,4 +353,21 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// newServer is the HTTP server of one listener.
+func newServer(ctx context.Context, cfg config, addr string, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		// An issue may wait LOCK_WAIT for the lock and then run its transaction.
+		WriteTimeout:   cfg.LockWait + 15*time.Second,
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:    func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ConnContext:    arrival.ConnContext,
+	}
 }

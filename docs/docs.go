@@ -15,6 +15,63 @@ const docTemplate = `{
     "host": "{{.Host}}",
     "basePath": "{{.BasePath}}",
     "paths": {
+        "/api/v1/admin/audit": {
+            "get": {
+                "security": [
+                    {
+                        "AdminToken": []
+                    }
+                ],
+                "description": "Every admin change (coupon created, coupon changed, schedule created), written in the change's own transaction: actor (the admin credential's name, \"admin-token:\" and the first 8 hex digits of the token's SHA-256; never the token), source address, request id (the request's X-Request-ID, or one the service made and answered in X-Request-ID), action, target, and the row before and after. A refused change leaves no entry. Served on the admin listener (ADMIN_ADDR) when it is set, otherwise on HTTP_ADDR; never through the Ingress.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "admin"
+                ],
+                "summary": "The admin audit trail, newest first",
+                "parameters": [
+                    {
+                        "maximum": 1000,
+                        "minimum": 1,
+                        "type": "integer",
+                        "default": 100,
+                        "description": "how many entries, 1 to 1000",
+                        "name": "limit",
+                        "in": "query"
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "type": "array",
+                            "items": {
+                                "$ref": "#/definitions/handler.AuditEntryResponse"
+                            }
+                        }
+                    },
+                    "400": {
+                        "description": "INVALID_REQUEST (limit)",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorInvalidRequest"
+                        }
+                    },
+                    "401": {
+                        "description": "UNAUTHORIZED",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorUnauthorized"
+                        }
+                    },
+                    "503": {
+                        "description": "UNAVAILABLE",
+                        "schema": {
+                            "$ref": "#/definitions/handler.ErrorUnavailable"
+                        }
+                    }
+                }
+            }
+        },
         "/api/v1/admin/coupons": {
             "post": {
                 "security": [
@@ -22,7 +79,7 @@ const docTemplate = `{
                         "AdminToken": []
                     }
                 ],
-                "description": "Creates a coupon issued from opensAt (default now) until closesAt (default: no end). Its wallet entries expire validDays (default 30) after their issue, and redeem on orders of at least minOrderAmount (default 0).",
+                "description": "Creates a coupon issued from opensAt (default now) until closesAt (default: no end). Its wallet entries expire validDays (default 30) after their issue, and redeem on orders of at least minOrderAmount (default 0). Served on the admin listener (ADMIN_ADDR) when it is set, otherwise on HTTP_ADDR; never through the Ingress. The change and its audit entry (GET /api/v1/admin/audit) are committed together.",
                 "consumes": [
                     "application/json"
                 ],
@@ -85,7 +142,7 @@ const docTemplate = `{
                         "AdminToken": []
                     }
                 ],
-                "description": "Changes any of paused, opensAt, closesAt (null: no end) and totalQuantity. A stock change is made under the coupon's lock, between two issue batches; it can never go below what was issued. Every instance applies the change within moments.",
+                "description": "Changes any of paused, opensAt, closesAt (null: no end) and totalQuantity. A stock change is made under the coupon's lock, between two issue batches; it can never go below what was issued. Every instance applies the change within moments. Served on the admin listener (ADMIN_ADDR) when it is set, otherwise on HTTP_ADDR; never through the Ingress. The change and its audit entry (GET /api/v1/admin/audit) are committed together.",
                 "consumes": [
                     "application/json"
                 ],
@@ -162,6 +219,7 @@ const docTemplate = `{
                         "AdminToken": []
                     }
                 ],
+                "description": "Served on the admin listener (ADMIN_ADDR) when it is set, otherwise on HTTP_ADDR; never through the Ingress.",
                 "produces": [
                     "application/json"
                 ],
@@ -199,7 +257,7 @@ const docTemplate = `{
                         "AdminToken": []
                     }
                 ],
-                "description": "Every day, the service creates the coupon codePrefix-YYYYMMDD (the local date of that opening), open from that day's openTime in timeZone until the next day's, with quantityPerDay coupons. Each exists at least an hour before it opens (within seconds when the schedule is created later than that), exactly once whatever the number of instances.",
+                "description": "Every day, the service creates the coupon codePrefix-YYYYMMDD (the local date of that opening), open from that day's openTime in timeZone until the next day's, with quantityPerDay coupons. Each exists at least an hour before it opens (within seconds when the schedule is created later than that), exactly once whatever the number of instances. Served on the admin listener (ADMIN_ADDR) when it is set, otherwise on HTTP_ADDR; never through the Ingress. The change and its audit entry (GET /api/v1/admin/audit) are committed together.",
                 "consumes": [
                     "application/json"
                 ],
@@ -722,6 +780,51 @@ const docTemplate = `{
         }
     },
     "definitions": {
+        "handler.AuditEntryResponse": {
+            "type": "object",
+            "properties": {
+                "action": {
+                    "type": "string",
+                    "enum": [
+                        "coupon.create",
+                        "coupon.update",
+                        "schedule.create"
+                    ],
+                    "example": "coupon.update"
+                },
+                "actor": {
+                    "type": "string",
+                    "example": "admin-token:1a2b3c4d"
+                },
+                "after": {
+                    "type": "object"
+                },
+                "at": {
+                    "type": "string",
+                    "example": "2026-11-22T01:00:00Z"
+                },
+                "before": {
+                    "type": "object",
+                    "x-nullable": true
+                },
+                "id": {
+                    "type": "string",
+                    "example": "01936b2e-7c1a-7d3e-9f00-0a1b2c3d4e5f"
+                },
+                "requestId": {
+                    "type": "string",
+                    "example": "0193a1f2-5e1d-7c3a-8b2e-4f6a7b8c9d0e"
+                },
+                "source": {
+                    "type": "string",
+                    "example": "10.244.0.1"
+                },
+                "target": {
+                    "type": "string",
+                    "example": "LUNCH-1"
+                }
+            }
+        },
         "handler.CouponResponse": {
             "type": "object",
             "properties": {
@@ -1380,7 +1483,7 @@ const docTemplate = `{
     },
     "securityDefinitions": {
         "AdminToken": {
-            "description": "\"Bearer \" followed by ADMIN_TOKEN; the admin routes exist only when ADMIN_TOKEN is set.",
+            "description": "\"Bearer \" followed by ADMIN_TOKEN; the admin routes exist only when ADMIN_TOKEN is set, and only on the ADMIN_ADDR listener when that is set.",
             "type": "apiKey",
             "name": "Authorization",
             "in": "header"

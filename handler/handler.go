@@ -40,6 +40,11 @@ type Handler struct {
 	engine   *gin.Engine
 	// adminToken is the SHA-256 of ADMIN_TOKEN; the admin routes exist only when it is set.
 	adminToken *[sha256.Size]byte
+	// adminActor names the admin credential in the audit trail without revealing it.
+	adminActor string
+	// admin serves the admin routes on a listener of their own (ADMIN_ADDR); nil: they are
+	// routes of engine.
+	admin      *gin.Engine
 	clusterKey seal.Key
 	// verifier checks bearer tokens in identity mode; nil: demo mode.
 	verifier *auth.Verifier
@@ -58,6 +63,9 @@ type Config struct {
 	// Tracer starts a server span per request; nil: traces are off, and no middleware is
 	// installed for them.
 	Tracer trace.Tracer
+	// SeparateAdmin serves the admin routes only from Admin() (a listener of their own,
+	// ADMIN_ADDR), not from the handler itself.
+	SeparateAdmin bool
 }
 
 // New returns the HTTP handler with every route registered.
@@ -76,7 +84,24 @@ func New(svc *service.Service, m *metrics.Metrics, log *slog.Logger, cfg Config)
 	if cfg.AdminToken != "" {
 		sum := sha256.Sum256([]byte(cfg.AdminToken))
 		h.adminToken = &sum
+		h.adminActor = AdminActor(cfg.AdminToken)
 	}
+	h.engine = h.newEngine()
+	h.routes(h.engine, h.adminToken != nil && !cfg.SeparateAdmin)
+	if h.adminToken != nil && cfg.SeparateAdmin {
+		h.admin = h.newEngine()
+		// Nothing stands between a client and the admin listener (the Ingress never routes to
+		// it): the source the audit records is the connection's, never a header the client
+		// could write.
+		if err := h.admin.SetTrustedProxies(nil); err != nil {
+			panic(err) // nil is always accepted
+		}
+		h.adminRoutes(h.admin)
+	}
+	return h
+}
+
+func (h *Handler) newEngine() *gin.Engine {
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.UseRawPath = true // an escaped slash stays inside its path segment: "..%2FA0001" is an (unknown) code
@@ -84,13 +109,28 @@ func New(svc *service.Service, m *metrics.Metrics, log *slog.Logger, cfg Config)
 		r.Use(h.traceRequest)
 	}
 	r.Use(h.observe, h.recoverPanic)
-	h.routes(r)
-	h.engine = r
-	return h
+	return r
+}
+
+// AdminActor is how the audit trail names the admin token: "admin-token:" and the first 8 hex
+// digits of its SHA-256, stable for one token, different for the next, and no help in guessing
+// it (the token has at least 32 characters).
+func AdminActor(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return fmt.Sprintf("admin-token:%x", sum[:4])
 }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.engine.ServeHTTP(w, r) }
+
+// Admin is the handler of the admin listener (Config.SeparateAdmin), nil when the admin routes
+// have none.
+func (h *Handler) Admin() http.Handler {
+	if h.admin == nil {
+		return nil
+	}
+	return h.admin
+}
 
 // observe records every answer in the HTTP metrics, by route template (never the raw path,
 // whose values are unbounded).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -391,12 +392,12 @@ func checkWorkloads(t *testing.T, o *objects) {
 		if spec.SecurityContext == nil || spec.SecurityContext.RunAsNonRoot == nil || !*spec.SecurityContext.RunAsNonRoot {
 			t.Errorf("%s/%s: pod securityContext.runAsNonRoot must be true", w.kind, w.name)
 		}
-		if len(spec.InitContainers) > 0 {
-			t.Errorf("%s/%s: init containers are not expected (migrations run in the API)", w.kind, w.name)
+		if len(spec.InitContainers) > 0 && w.name != "coupon-api" {
+			t.Errorf("%s/%s: init containers are not expected (only the API's migration)", w.kind, w.name)
 		}
-		for _, c := range spec.Containers {
+		for i, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
 			where := fmt.Sprintf("%s/%s container %s", w.kind, w.name, c.Name)
-			if c.ReadinessProbe == nil || c.LivenessProbe == nil {
+			if i >= len(spec.InitContainers) && (c.ReadinessProbe == nil || c.LivenessProbe == nil) {
 				t.Errorf("%s: needs both a readinessProbe and a livenessProbe", where)
 			}
 			for _, res := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
@@ -557,6 +558,39 @@ func checkIngress(t *testing.T, o *objects) {
 			}
 		}
 	}
+	// TLS for the named host, from a Secret (k8s/README.md makes a self-signed one for minikube).
+	if len(ing.Spec.TLS) != 1 || ing.Spec.TLS[0].SecretName == "" || !slices.Equal(ing.Spec.TLS[0].Hosts, []string{"coupon.local"}) {
+		t.Errorf("Ingress %s: tls %+v; want coupon.local with a secretName", ing.Name, ing.Spec.TLS)
+	}
+	// Per-client limits (their 429 is the controller ConfigMap's limit-*-status-code).
+	for _, k := range []string{"limit-rps", "limit-connections", "limit-burst-multiplier"} {
+		v, err := strconv.Atoi(ing.Annotations["nginx.ingress.kubernetes.io/"+k])
+		if err != nil || v < 1 {
+			t.Errorf("Ingress %s: annotation nginx.ingress.kubernetes.io/%s = %q; want a positive integer", ing.Name, k, ing.Annotations["nginx.ingress.kubernetes.io/"+k])
+		}
+	}
+	for _, rule := range ing.Spec.Rules {
+		if rule.HTTP == nil {
+			continue
+		}
+		for _, p := range rule.HTTP.Paths {
+			b := p.Backend.Service
+			if b == nil || o.services[b.Name] == nil {
+				continue
+			}
+			for _, sp := range o.services[b.Name].Spec.Ports {
+				if (b.Port.Name != "" && sp.Name == b.Port.Name) || (b.Port.Number != 0 && sp.Port == b.Port.Number) {
+					if sp.TargetPort.String() == "admin" || sp.TargetPort.IntValue() == 8081 {
+						t.Errorf("Ingress %s: path %s%s reaches the admin listener", ing.Name, rule.Host, p.Path)
+					}
+				}
+			}
+		}
+	}
+	if svc := o.services["couponsvc-admin"]; svc == nil || len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].TargetPort.String() != "admin" ||
+		svc.Spec.Type != corev1.ServiceTypeClusterIP {
+		t.Errorf("no ClusterIP Service couponsvc-admin on the admin port alone (k8s/README.md port-forwards to it)")
+	}
 	for _, host := range []string{"coupon.local", ""} {
 		for _, path := range []string{"/api/v1/coupons", "/api/v1/users", "/api/v1/wallet", "/swagger"} { // the public routes
 			if !routes[host+path] {
@@ -646,43 +680,114 @@ func checkAPI(t *testing.T, o *objects) *appsv1.Deployment {
 		t.Errorf("coupon-api: HTTP_ADDR %q does not listen on every interface at the container port %d", env.values["HTTP_ADDR"], c.Ports[0].ContainerPort)
 	}
 
-	// The password comes from the Secret by reference, never inlined.
-	secret := o.secrets[o.secretName(t, "postgres-credentials")]
-	pw := env.refs["POSTGRES_PASSWORD"]
-	if pw == nil || pw.ValueFrom.SecretKeyRef == nil || pw.ValueFrom.SecretKeyRef.Name != secret.Name {
-		t.Errorf("coupon-api: POSTGRES_PASSWORD must come from Secret %s by secretKeyRef", secret.Name)
+	// The API serves as the runtime role (Secret coupon-db-runtime), never as the superuser, and
+	// does not migrate: the init container does, as the migration role (coupon-db-migrator).
+	checkDatabaseURL(t, o, "coupon-api", env, "coupon-db-runtime")
+	if env.values["MIGRATE_ON_START"] != "false" {
+		t.Errorf("coupon-api: MIGRATE_ON_START=%q; the runtime role may not change the schema: want false", env.values["MIGRATE_ON_START"])
 	}
-	password := string(secret.Data["POSTGRES_PASSWORD"])
-	if password == "" {
-		t.Errorf("Secret %s has no POSTGRES_PASSWORD", secret.Name)
+	if len(spec.InitContainers) != 1 {
+		t.Errorf("coupon-api: want one init container (couponsvc migrate), got %d", len(spec.InitContainers))
+	} else {
+		ic := spec.InitContainers[0]
+		if ic.Image != c.Image || !slices.Equal(ic.Args, []string{"migrate"}) || len(ic.Command) != 0 {
+			t.Errorf("coupon-api init container: image %q args %v; want the API's image %q with args [migrate]", ic.Image, ic.Args, c.Image)
+		}
+		ienv := apiEnvironment(t, o, ic)
+		checkDatabaseURL(t, o, "coupon-api init container", ienv, "coupon-db-migrator")
+		if ienv.values["ADMIN_ADDR"] != "" {
+			t.Errorf("coupon-api init container: ADMIN_ADDR %q: the migration serves nothing (and has no ADMIN_TOKEN)", ienv.values["ADMIN_ADDR"])
+		}
 	}
 	for _, w := range o.workloads() {
-		for _, wc := range w.template.Spec.Containers {
+		if w.name == "postgres" {
+			continue
+		}
+		for _, wc := range append(slices.Clone(w.template.Spec.InitContainers), w.template.Spec.Containers...) {
 			for _, e := range wc.Env {
-				if password != "" && strings.Contains(e.Value, password) {
-					t.Errorf("%s/%s: env %s inlines the database password; reference the Secret", w.kind, w.name, e.Name)
+				if ref := e.ValueFrom; ref != nil && ref.SecretKeyRef != nil && strings.HasPrefix(ref.SecretKeyRef.Name, "postgres-credentials") {
+					t.Errorf("%s/%s container %s: env %s comes from the PostgreSQL superuser's Secret", w.kind, w.name, wc.Name, e.Name)
 				}
 			}
 		}
 	}
-	for _, cm := range o.configMaps {
-		for k, v := range cm.Data {
-			if password != "" && strings.Contains(v, password) {
-				t.Errorf("ConfigMap %s key %s holds the database password; it belongs in the Secret", cm.Name, k)
+
+	// Every secret value comes from its Secret by reference, never inlined.
+	for _, sname := range sortedKeys(o.secrets) {
+		for key, val := range o.secrets[sname].Data {
+			secret := string(val)
+			if len(secret) < 8 || key == "DB_USER" || key == "POSTGRES_USER" {
+				continue
+			}
+			for _, w := range o.workloads() {
+				for _, wc := range append(slices.Clone(w.template.Spec.InitContainers), w.template.Spec.Containers...) {
+					for _, e := range wc.Env {
+						if strings.Contains(e.Value, secret) {
+							t.Errorf("%s/%s: env %s inlines %s's %s; reference the Secret", w.kind, w.name, e.Name, sname, key)
+						}
+					}
+				}
+			}
+			for _, cm := range o.configMaps {
+				for k, v := range cm.Data {
+					if strings.Contains(v, secret) {
+						t.Errorf("ConfigMap %s key %s holds %s's %s; it belongs in the Secret", cm.Name, k, sname, key)
+					}
+				}
 			}
 		}
 	}
-	dbURL := expand(env.values["DATABASE_URL"], env.values)
-	if !strings.Contains(env.values["DATABASE_URL"], "$(POSTGRES_PASSWORD)") {
-		t.Errorf("coupon-api: DATABASE_URL %q must take the password as $(POSTGRES_PASSWORD)", env.values["DATABASE_URL"])
+
+	// The admin routes: the token from its Secret, their own listener on a port of its own.
+	tokenSecret := o.secretName(t, "couponsvc-admin-token")
+	if tok := env.refs["ADMIN_TOKEN"]; tok == nil || tok.ValueFrom.SecretKeyRef == nil || tok.ValueFrom.SecretKeyRef.Name != tokenSecret {
+		t.Errorf("coupon-api: ADMIN_TOKEN must come from Secret %s by secretKeyRef", tokenSecret)
+	} else if v := o.secrets[tokenSecret].Data[tok.ValueFrom.SecretKeyRef.Key]; len(v) < 32 {
+		t.Errorf("Secret %s: ADMIN_TOKEN of %d characters; the API refuses fewer than 32", tokenSecret, len(v))
 	}
-	if !strings.HasPrefix(dbURL, "postgres://") || !strings.Contains(dbURL, "@postgres:5432/coupon?") {
-		t.Errorf("coupon-api: DATABASE_URL expands to %q, want postgres://USER:PASSWORD@postgres:5432/coupon?...", dbURL)
+	_, adminPort, err := net.SplitHostPort(env.values["ADMIN_ADDR"])
+	if err != nil || adminPort == "" {
+		t.Errorf("coupon-api: ADMIN_ADDR %q: want :PORT, the admin routes' own listener", env.values["ADMIN_ADDR"])
+	}
+	if p := containerPort(c, "admin"); p == nil || strconv.Itoa(int(p.ContainerPort)) != adminPort {
+		t.Errorf("coupon-api: ADMIN_ADDR %q is not the container port named admin (%+v)", env.values["ADMIN_ADDR"], p)
+	} else if http := containerPort(c, "http"); http != nil && http.ContainerPort == p.ContainerPort {
+		t.Errorf("coupon-api: the admin port is the API port %d", p.ContainerPort)
 	}
 	if len(env.undefined) > 0 {
 		t.Errorf("coupon-api: variables used before they are defined (Kubernetes leaves them as text): %v", env.undefined)
 	}
 	return d
+}
+
+func containerPort(c corev1.Container, name string) *corev1.ContainerPort {
+	for i := range c.Ports {
+		if c.Ports[i].Name == name {
+			return &c.Ports[i]
+		}
+	}
+	return nil
+}
+
+// checkDatabaseURL: DATABASE_URL names the in-cluster PostgreSQL with the user and password of
+// the Secret secret (by reference), and an sslmode from the ConfigMap.
+func checkDatabaseURL(t *testing.T, o *objects, who string, env apiEnv, secret string) {
+	t.Helper()
+	name := o.secretName(t, secret)
+	for _, v := range []string{"DB_USER", "DB_PASSWORD"} {
+		ref := env.refs[v]
+		if ref == nil || ref.ValueFrom.SecretKeyRef == nil || ref.ValueFrom.SecretKeyRef.Name != name || ref.ValueFrom.SecretKeyRef.Key != v {
+			t.Errorf("%s: %s must come from Secret %s by secretKeyRef", who, v, name)
+		}
+	}
+	raw := env.values["DATABASE_URL"]
+	if !strings.Contains(raw, "$(DB_USER):$(DB_PASSWORD)@") {
+		t.Errorf("%s: DATABASE_URL %q must take the role and its password as $(DB_USER):$(DB_PASSWORD)", who, raw)
+	}
+	dbURL := expand(raw, env.values)
+	if !strings.HasPrefix(dbURL, "postgres://") || !strings.Contains(dbURL, "@postgres:5432/coupon?") || !strings.Contains(dbURL, "sslmode=disable") {
+		t.Errorf("%s: DATABASE_URL expands to %q, want postgres://USER:PASSWORD@postgres:5432/coupon?sslmode=disable (in-cluster)", who, dbURL)
+	}
 }
 
 const (
@@ -994,6 +1099,46 @@ func checkPostgres(t *testing.T, o *objects) {
 	if db != "coupon" {
 		t.Errorf("StatefulSet postgres: POSTGRES_DB %q, want coupon", db)
 	}
+
+	// The roles: the init script the service's roles_test.go runs against a real PostgreSQL,
+	// mounted where the image runs it on an empty volume, with the roles' Secrets.
+	script, err := os.ReadFile("base/postgres-init/10-roles.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mounted = false
+	for _, m := range c.VolumeMounts {
+		if m.MountPath != "/docker-entrypoint-initdb.d" {
+			continue
+		}
+		for _, v := range s.Spec.Template.Spec.Volumes {
+			if v.Name != m.Name || v.ConfigMap == nil {
+				continue
+			}
+			cm := o.configMaps[v.ConfigMap.Name]
+			if cm == nil || cm.Data["10-roles.sh"] != string(script) {
+				t.Errorf("StatefulSet postgres: ConfigMap %s at /docker-entrypoint-initdb.d lacks base/postgres-init/10-roles.sh as it is", v.ConfigMap.Name)
+			}
+			if v.ConfigMap.DefaultMode == nil || *v.ConfigMap.DefaultMode&0o111 == 0 {
+				t.Errorf("StatefulSet postgres: the init scripts must be executable (defaultMode)")
+			}
+			mounted = true
+		}
+	}
+	if !mounted {
+		t.Errorf("StatefulSet postgres: no ConfigMap mounted at /docker-entrypoint-initdb.d (the roles' init script)")
+	}
+	for env, secret := range map[string]string{
+		"COUPON_MIGRATOR_USER": "coupon-db-migrator", "COUPON_MIGRATOR_PASSWORD": "coupon-db-migrator",
+		"COUPON_RUNTIME_USER": "coupon-db-runtime", "COUPON_RUNTIME_PASSWORD": "coupon-db-runtime",
+	} {
+		name := o.secretName(t, secret)
+		if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+			return e.Name == env && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && e.ValueFrom.SecretKeyRef.Name == name
+		}) {
+			t.Errorf("StatefulSet postgres: %s must come from Secret %s (the role the API uses)", env, name)
+		}
+	}
 }
 
 // checkPDB: the API's PodDisruptionBudget selects its pods and leaves room to evict one.
@@ -1164,6 +1309,12 @@ func checkNetworkPolicies(t *testing.T, o *objects) {
 			}
 			if o.allowed(stranger, w, 8080) {
 				t.Errorf("NetworkPolicy: a pod of namespace default reaches the API directly")
+			}
+			// The admin listener: nobody (kubectl port-forward enters the pod itself).
+			for _, p := range []peer{{"ingress-nginx", nil}, apiPod, {"monitoring", nil}, stranger} {
+				if o.allowed(p, w, 8081) {
+					t.Errorf("NetworkPolicy: %s/%v reaches the API's admin port 8081", p.ns, p.labels)
+				}
 			}
 		case w.name == "postgres" || strings.HasPrefix(w.name, "redis-"):
 			port := int32(6379)

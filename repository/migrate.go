@@ -5,13 +5,16 @@ import (
 
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
 	"strings"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 //go:embed migrations/*.sql
@@ -21,14 +24,57 @@ var migrationFiles embed.FS
 // starting at once apply each migration exactly once, the others wait and then find it done.
 const migrationLockKey = 0x636f75706f6e // "coupon"
 
+// migrations lists the embedded migrations, in the order they apply.
+func migrations() ([]string, error) {
+	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+func versionOf(name string) string {
+	return strings.TrimSuffix(strings.TrimPrefix(name, "migrations/"), ".sql")
+}
+
+// PendingMigrations lists the embedded migrations the database lacks (all of them when it has
+// none): what serve checks when it does not migrate itself (MIGRATE_ON_START=false), with a
+// role that may only read schema_migrations.
+func (r *Repository) PendingMigrations(ctx context.Context) ([]string, error) {
+	names, err := migrations()
+	if err != nil {
+		return nil, err
+	}
+	applied := map[string]bool{}
+	rows, err := r.pool.Query(ctx, `SELECT version FROM schema_migrations`)
+	if err == nil {
+		var versions []string
+		versions, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		for _, v := range versions {
+			applied[v] = true
+		}
+	}
+	var pgErr *pgconn.PgError
+	if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UndefinedTable) {
+		return nil, translate("pending migrations", err)
+	}
+	var pending []string
+	for _, name := range names {
+		if v := versionOf(name); !applied[v] {
+			pending = append(pending, v)
+		}
+	}
+	return pending, nil
+}
+
 // Migrate applies the embedded migrations not applied yet, each in its own transaction,
 // under a session advisory lock. It is idempotent.
 func (r *Repository) Migrate(ctx context.Context) error {
-	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	names, err := migrations()
 	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return err
 	}
-	sort.Strings(names)
 
 	conn, err := r.pool.Acquire(ctx)
 	if err != nil {
@@ -44,10 +90,10 @@ func (r *Repository) Migrate(ctx context.Context) error {
 
 	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-		return translate("migrate: create schema_migrations", err)
+		return translate("migrate: create schema_migrations", noPrivilegeHint(err))
 	}
 	for _, name := range names {
-		version := strings.TrimSuffix(strings.TrimPrefix(name, "migrations/"), ".sql")
+		version := versionOf(name)
 		sql, err := migrationFiles.ReadFile(name)
 		if err != nil {
 			return fmt.Errorf("migrate %s: %w", version, err)
@@ -64,10 +110,20 @@ func (r *Repository) Migrate(ctx context.Context) error {
 			return err
 		})
 		if err != nil {
-			return translate("migrate "+version, err)
+			return translate("migrate "+version, noPrivilegeHint(err))
 		}
 	}
 	return nil
+}
+
+// noPrivilegeHint says what to do when the role may not change the schema: a runtime role
+// serving with the default MIGRATE_ON_START=true.
+func noPrivilegeHint(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.InsufficientPrivilege {
+		return fmt.Errorf("%w (this database role may not change the schema: run `couponsvc migrate` with the migration role, and serve with MIGRATE_ON_START=false)", err)
+	}
+	return err
 }
 
 // DemoCoupons are the three tiers seeded by default (the API's table).

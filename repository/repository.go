@@ -119,6 +119,7 @@ func (r *Repository) ListCoupons(ctx context.Context) ([]domain.Coupon, error) {
 
 // CreateCoupon inserts a coupon with nothing issued yet and returns it as stored. A zero OpensAt
 // opens it now, a zero ValidDays is the default (30). A taken code is domain.ErrCouponExists.
+// With an actor in ctx (an admin request), the audit row is written in the same transaction.
 func (r *Repository) CreateCoupon(ctx context.Context, c domain.Coupon) (domain.Coupon, error) {
 	if c.ID == uuid.Nil {
 		c.ID = uuid.Must(uuid.NewV7())
@@ -127,11 +128,19 @@ func (r *Repository) CreateCoupon(ctx context.Context, c domain.Coupon) (domain.
 	if !c.OpensAt.IsZero() {
 		opensAt = &c.OpensAt
 	}
-	out, err := scanCoupon(r.pool.QueryRow(ctx, `INSERT INTO coupon (id, code, name, discount_amount, total_quantity,
-			opens_at, closes_at, valid_days, min_order_amount, paused)
-		VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, coalesce(nullif($8, 0), 30), $9, $10)
-		RETURNING `+couponColumns,
-		c.ID, c.Code, c.Name, c.DiscountAmount, c.TotalQuantity, opensAt, c.ClosesAt, c.ValidDays, c.MinOrderAmount, c.Paused))
+	var out domain.Coupon
+	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		var err error
+		out, err = scanCoupon(tx.QueryRow(ctx, `INSERT INTO coupon (id, code, name, discount_amount, total_quantity,
+				opens_at, closes_at, valid_days, min_order_amount, paused)
+			VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, coalesce(nullif($8, 0), 30), $9, $10)
+			RETURNING `+couponColumns,
+			c.ID, c.Code, c.Name, c.DiscountAmount, c.TotalQuantity, opensAt, c.ClosesAt, c.ValidDays, c.MinOrderAmount, c.Paused))
+		if err != nil {
+			return err
+		}
+		return audit(ctx, tx, domain.ActionCreateCoupon, c.Code, nil, "coupon", c.ID)
+	})
 	if isUniqueViolation(err) {
 		return domain.Coupon{}, fmt.Errorf("create coupon %s: %w", c.Code, domain.ErrCouponExists)
 	}

@@ -117,3 +117,21 @@ func (s *Service) UpdateCoupon(ctx context.Context, code string, p CouponPatch) 
 		"closes_at", c.ClosesAt, "total", c.TotalQuantity, "issued", c.IssuedQuantity)
 	return c, nil
 }
+
+// Bounds of an audit listing: the default and the largest number of entries returned at once.
+const (
+	DefaultAuditLimit = 100
+	MaxAuditLimit     = 1000
+)
+
+// ListAudit returns the newest limit (1 to MaxAuditLimit) admin changes, newest first.
+func (s *Service) ListAudit(ctx context.Context, limit int) ([]domain.AuditEntry, error) {
+	if limit < 1 || limit > MaxAuditLimit {
+		return nil, invalid("limit must be between 1 and %d", MaxAuditLimit)
+	}
+	out, err := s.repo.ListAudit(ctx, limit)
+	if err != nil {
+		return nil, engine.Translate(err)
+	}
+	return out, nil
+}

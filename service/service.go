@@ -32,6 +32,7 @@ type Repository interface {
 	CouponsByCodes(ctx context.Context, codes []string) ([]domain.Coupon, error)
 	CreateSchedule(ctx context.Context, s domain.Schedule) (domain.Schedule, error)
 	ListSchedules(ctx context.Context) ([]domain.Schedule, error)
+	ListAudit(ctx context.Context, limit int) ([]domain.AuditEntry, error)
 	MaterialiseCoupon(ctx context.Context, c domain.Coupon, scheduleID uuid.UUID, day time.Time) (bool, error)
 	Redeem(ctx context.Context, walletID, userID uuid.UUID, orderID string, orderAmount int64) (domain.Redemption, error)
 }
