@@ -563,7 +563,7 @@ var dashPalette = []color.Color{
 const dashMaxLegend = 8
 
 // renderDashboard draws the dashboard's panels from a run's scrapes as one PNG at path, under
-// a header saying what it is. It returns the metric names it read.
+// a header (lines split at \n) saying what it is. It returns the metric names it read.
 func renderDashboard(log *dashLog, header string, path string) (map[string]bool, error) {
 	if len(log.scrapes) < 2 {
 		return nil, fmt.Errorf("%d scrapes: too few for a rate", len(log.scrapes))
@@ -605,6 +605,19 @@ func renderDashboard(log *dashLog, header string, path string) (map[string]bool,
 			}
 			drawn++
 		}
+		if drawn > 0 {
+			// Headroom above the lines for the legend (top right), so it does not hide the
+			// event's end, where the lines often are highest.
+			top := 0.0
+			for _, l := range lines {
+				for _, p := range l.xys {
+					top = max(top, p.Y)
+				}
+			}
+			if top > 0 {
+				pl.Y.Max = top * (1.05 + 0.12*float64(min(drawn, dashMaxLegend+1)))
+			}
+		}
 		if drawn == 0 { // as Grafana: the panel says so
 			pl.Y.Max = 1
 			lbl, err := plotter.NewLabels(plotter.XYLabels{XYs: plotter.XYs{{X: (first + last) / 2, Y: 0.5}}, Labels: []string{"No data"}})
@@ -620,7 +633,7 @@ func renderDashboard(log *dashLog, header string, path string) (map[string]bool,
 	const cols = 2
 	var (
 		width     = 34 * vg.Centimeter
-		headerH   = 1.6 * vg.Centimeter
+		headerH   = 2.2 * vg.Centimeter
 		rowTitleH = 0.9 * vg.Centimeter
 		panelH    = 7 * vg.Centimeter
 	)
@@ -653,7 +666,9 @@ func renderDashboard(log *dashLog, header string, path string) (map[string]bool,
 	small.Font.Size = vg.Points(10)
 	top := height
 	dc.FillText(titleStyle, vg.Point{X: vg.Centimeter / 2, Y: top - 0.7*vg.Centimeter}, "couponsvc: coupon event")
-	dc.FillText(small, vg.Point{X: vg.Centimeter / 2, Y: top - 1.3*vg.Centimeter}, header)
+	for i, line := range strings.Split(header, "\n") {
+		dc.FillText(small, vg.Point{X: vg.Centimeter / 2, Y: top - 1.3*vg.Centimeter - vg.Length(i)*0.5*vg.Centimeter}, line)
+	}
 	top -= headerH
 	next := 0
 	for _, r := range rows {
@@ -720,11 +735,15 @@ func dashHeader(r *result, log *dashLog) string {
 	for _, s := range log.scrapes {
 		missed += s.missed
 	}
-	h := fmt.Sprintf("Not Grafana: the panels of k8s/monitoring/dashboard.json computed by cmd/bench from its scrapes of /metrics "+
-		"(every %v; rates over one interval), %s on %s (%s), pods = its instances",
-		log.interval, r.design, r.workload.name, r.deployment)
+	var longest float64
+	for i := 1; i < len(log.scrapes); i++ {
+		longest = max(longest, log.scrapes[i].at-log.scrapes[i-1].at)
+	}
+	h := fmt.Sprintf("Not Grafana: the panels of k8s/monitoring/dashboard.json, computed by cmd/bench from its scrapes of /metrics of %s on %s (%s); pods = its instances.\n"+
+		"%d scrapes, every %v (the longest interval %.0f ms), from before the load to after it; rates over one interval; histogram_quantile over the buckets' increase.",
+		r.design, r.workload.name, r.deployment, len(log.scrapes), log.interval, longest*1e3)
 	if missed > 0 {
-		h += fmt.Sprintf("; %d instance scrapes failed", missed)
+		h += fmt.Sprintf(" %d instance scrapes failed.", missed)
 	}
 	return h
 }
