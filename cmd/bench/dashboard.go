@@ -149,6 +149,7 @@ type dashScraper struct {
 	log    *dashLog
 	mu     sync.Mutex // guards log.scrapes
 	stop   chan struct{}
+	halted sync.Once
 	done   chan struct{}
 	last   map[string][]string // pod -> its series keys of the previous scrape (kept when it cannot be read)
 }
@@ -190,14 +191,19 @@ func startDashScraper(ctx context.Context, srvs []*server) *dashScraper {
 // finish stops the background scrapes, scrapes once more (after the load) and returns the
 // scrapes with their times relative to start, the load's start.
 func (s *dashScraper) finish(ctx context.Context, start time.Time) *dashLog {
-	close(s.stop)
-	<-s.done
+	s.halt()
 	s.scrape(ctx)
 	s.client.CloseIdleConnections()
 	for i := range s.log.scrapes {
 		s.log.scrapes[i].at = s.log.scrapes[i].when.Sub(start).Seconds()
 	}
 	return s.log
+}
+
+// halt stops the background scrapes (a run that fails before finish); it can be called again.
+func (s *dashScraper) halt() {
+	s.halted.Do(func() { close(s.stop) })
+	<-s.done
 }
 
 // scrape reads every instance's /metrics at once and appends the scrape.

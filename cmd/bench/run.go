@@ -271,6 +271,7 @@ func runOne(ctx context.Context, o options, e *env, design string, dep deploymen
 	var scraper *dashScraper
 	if design == designCouponsvc {
 		scraper = startDashScraper(ctx, srvs)
+		defer scraper.halt()
 	}
 	cpuBefore := cpuOf(ctx, srvs)
 	loadStart := time.Now()
