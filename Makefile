@@ -78,8 +78,8 @@ loadtest:
 ## on the four workloads, W5 (100 coupons at once), W6 (the opening moment) and W7 (W1 with
 ## identity on: what verifying tokens costs), one instance
 ## direct, one and N behind nginx as ingress-nginx, next to pgbench/redis-benchmark; writes
-## cmd/bench/RESULTS.md. E.g. make bench BENCH_ARGS='-quick -instances 2 -deployments nginx-N'
+## cmd/bench/RESULTS.md and docs/dashboard.png (the Grafana dashboard's panels, from W4's scraped /metrics). E.g. make bench BENCH_ARGS='-quick -instances 2 -deployments nginx-N'
 ## (flags: go run ./cmd/bench -h)
 bench:
 	scripts/deps.sh
-	$(GO) run ./cmd/bench -out cmd/bench/RESULTS.md $(BENCH_ARGS)
+	$(GO) run ./cmd/bench -out cmd/bench/RESULTS.md -dashboard docs/dashboard.png $(BENCH_ARGS)

@@ -57,6 +57,8 @@ type options struct {
 	Cap          time.Duration // time limit of one workload's load phase
 	Settle       time.Duration // wait after the load before reading goroutines again
 	Out          string        // also write the markdown here
+	Dashboard    string        // also draw the dashboard of DashWorkload's widest deployment here
+	DashWorkload string        // the workload whose dashboard is drawn (next to Out, and at Dashboard); "" = dashWorkload
 	RefRedisPool int           // the reference design's go-redis pool size per node; 0 = go-redis default
 	Log          io.Writer     // progress lines
 }
@@ -109,6 +111,8 @@ func parseFlags(args []string) (options, error) {
 	capD := fs.Duration("cap", 90*time.Second, "time limit of one workload's load phase (requests not sent by then are skipped and reported)")
 	noRefs := fs.Bool("no-references", false, "skip the physical references (pgbench, redis-benchmark)")
 	refPool := fs.Int("reference-redis-pool", 0, "the reference design's go-redis pool size per Redis node (0 = go-redis default, 10 per CPU; Redisson's default is 64)")
+	dash := fs.String("dashboard", "", "also draw the Grafana dashboard's panels, from the scrapes of -dashboard-workload's run with the most instances, to this PNG file (make bench: docs/dashboard.png)")
+	dashWl := fs.String("dashboard-workload", dashWorkload, "the workload whose dashboard is drawn (next to -out as charts/dashboard-*.png, and at -dashboard)")
 	settle := fs.Duration("settle", 3*time.Second, "wait after the load before reading the service's goroutines again")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
@@ -119,7 +123,7 @@ func parseFlags(args []string) (options, error) {
 	o := options{
 		Workloads: splitList(*workloads), Designs: splitList(*designs), Quick: *quick, Durable: true,
 		References: !*noRefs, CouponsvcBin: *bin, Cap: *capD, Settle: *settle, Out: *out, Log: os.Stderr,
-		RefRedisPool: *refPool,
+		RefRedisPool: *refPool, Dashboard: *dash, DashWorkload: *dashWl,
 	}
 	for _, w := range o.Workloads {
 		if !slices.Contains(allWorkloads, w) {
@@ -137,6 +141,9 @@ func parseFlags(args []string) (options, error) {
 		if !slices.Contains(o.Deployments, d) {
 			o.Deployments = append(o.Deployments, d)
 		}
+	}
+	if !slices.Contains(allWorkloads, o.DashWorkload) {
+		return options{}, fmt.Errorf("-dashboard-workload: unknown workload %q", o.DashWorkload)
 	}
 	for _, d := range o.Designs {
 		if d != designCouponsvc && d != designReference {

@@ -31,6 +31,7 @@ type result struct {
 	loadAvg          string       // the machine's 1-minute load average just before the run
 	open             *openingFigs // W6 only
 	cpuSeconds       float64      // the instances' CPU time during the load phase (NaN: unknown)
+	dash             *dashLog     // couponsvc's /metrics scraped during the load (the dashboard's data)
 
 	lats []int64 // sorted latencies of answered requests (lazily)
 }
@@ -281,6 +282,8 @@ type report struct {
 	skipped []string // design/workload pairs not run, and why
 	elapsed time.Duration
 	charts  []chart // written next to the report (-out), shown in it
+
+	dashboards []chart // the dashboard's panels drawn from a workload's scrapes, next to the charts
 }
 
 func (rep *report) invariantsOK() bool {
@@ -433,6 +436,9 @@ func (rep *report) markdown() string {
 		}
 	}
 	if c := chartsMarkdown(rep.charts); c != "" {
+		b.WriteString("\n" + c)
+	}
+	if c := dashboardsMarkdown(rep.dashboards); c != "" {
 		b.WriteString("\n" + c)
 	}
 	fmt.Fprintf(&b, "\nWhole run: %s.\n", rep.elapsed.Round(time.Second))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -136,6 +137,21 @@ func run(ctx context.Context, o options, stdout io.Writer) (*report, error) {
 		rep.charts = charts
 		o.logf("wrote %d charts in %s", len(charts), filepath.Join(filepath.Dir(o.Out), chartsDir))
 	}
+	if o.Out != "" || o.Dashboard != "" {
+		wl := cmp.Or(o.DashWorkload, dashWorkload)
+		dir := ""
+		if o.Out != "" {
+			dir = filepath.Dir(o.Out)
+		}
+		dashes, err := writeDashboards(rep, dir, wl, o.Dashboard)
+		if err != nil {
+			o.logf("dashboard: %v", err)
+		}
+		rep.dashboards = dashes
+		if o.Dashboard != "" && err == nil {
+			o.logf("wrote the dashboard of %s at %s", wl, o.Dashboard)
+		}
+	}
 	md := rep.markdown()
 	fmt.Fprint(stdout, md)
 	if o.Out != "" {
@@ -251,7 +267,14 @@ func runOne(ctx context.Context, o options, e *env, design string, dep deploymen
 	if limit <= 0 {
 		limit = time.Hour
 	}
+	// couponsvc's /metrics as Prometheus would scrape them, for the dashboard's picture.
+	var scraper *dashScraper
+	if design == designCouponsvc {
+		scraper = startDashScraper(ctx, srvs)
+		defer scraper.halt()
+	}
 	cpuBefore := cpuOf(ctx, srvs)
+	loadStart := time.Now()
 	if op := wl.opening; op != nil {
 		op.limit = min(op.limit, limit)
 		op.opensAt = time.Now().Add(op.lead)
@@ -261,6 +284,9 @@ func runOne(ctx context.Context, o options, e *env, design string, dep deploymen
 		res.load, wl.reqs, wl.eligibleNs = lc.driveOpening(ctx, wl)
 	} else {
 		res.load = lc.drive(ctx, target, wl, limit)
+	}
+	if scraper != nil {
+		res.dash = scraper.finish(ctx, loadStart)
 	}
 	res.cpuSeconds = cpuOf(ctx, srvs) - cpuBefore
 	lc.close() // the clients leave: the service should return to its idle goroutine count
