@@ -58,7 +58,7 @@ func startFleet(t *testing.T, st *stack, n int, env func(i int) map[string]strin
 // ownerOf returns the index of the process that owns coupon code (holds its lock), or -1.
 func (f *fleet) ownerOf(t *testing.T, st *stack, code string) int {
 	t.Helper()
-	probe := lock.New(lock.NewNodes(testenv.Addrs(st.redis), ""))
+	probe := lock.New(lock.NewNodes(testenv.Addrs(st.redis), "", ""))
 	defer probe.Close()
 	addr, _, err := probe.Mutex("coupon:" + code).Holder(context.Background())
 	if err != nil {
@@ -422,7 +422,14 @@ func TestPeerEndpointRefusesIngressTraffic(t *testing.T) {
 // A forwarded batch whose reply is lost (the owner issued it, then the connection broke) is
 // sent again; the user whose coupon the first attempt stored is answered 201 with that row,
 // not 409, and nothing is issued twice.
-func TestForwardReplyLost(t *testing.T) {
+func TestForwardReplyLost(t *testing.T) { testForwardReplyLost(t, 0) }
+
+// The same when the reply is lost only after the request's deadline (LOCK_WAIT) has passed, as
+// when an owner is slow under load: the request is not told 503 LOCK_TIMEOUT ("nothing was
+// issued") while its row is stored, but 201 with that row.
+func TestForwardReplyLostPastDeadline(t *testing.T) { testForwardReplyLost(t, 1500*time.Millisecond) }
+
+func testForwardReplyLost(t *testing.T, hold time.Duration) {
 	st := newStack(t, 1)
 	// The owner is reached through a proxy that serves the first forwarded batch and then
 	// breaks the connection instead of passing the reply on.
@@ -442,6 +449,7 @@ func TestForwardReplyLost(t *testing.T) {
 		}
 		rec := httptest.NewRecorder()
 		rp.ServeHTTP(rec, r) // served by the owner, reply thrown away
+		time.Sleep(hold)
 		lost <- rec.Body.String()
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 			conn.Close()
@@ -452,7 +460,7 @@ func TestForwardReplyLost(t *testing.T) {
 	owner := startInstance(t, st.env(map[string]string{"ADVERTISE_ADDR": ln.Addr().String()}))
 	u, _ := url.Parse(owner.base)
 	target.Store(u)
-	other := startInstance(t, st.env(nil))
+	other := startInstance(t, st.env(map[string]string{"LOCK_WAIT": "1s"}))
 
 	// The owner takes the coupon's lock and keeps it while requests come (ownerLinger).
 	first := do(t, "POST", owner.base+"/api/v1/coupons/C0001/issue", `{"userId":"`+uuid.NewString()+`"}`)

@@ -466,7 +466,7 @@ func (s *Engine) Receive(ctx context.Context, b PeerBatch) [][]PeerResult {
 	for _, w := range ws {
 		s.observeArrival(now, w.r.arrived)
 		out := s.await(ctx, w.r)
-		if errors.Is(out.err, domain.ErrAlreadyIssued) && w.r.uncertain.Load() { // a relayed request this instance forwarded
+		if out.err != nil && w.r.uncertain.Load() { // a relayed request this instance forwarded
 			out = s.answerUncertain(ctx, w.st, w.r, out)
 		}
 		// Counted in the issue metrics by the sender, which answers the client.

@@ -176,7 +176,7 @@ func (s *Engine) Issue(ctx context.Context, code string, userID uuid.UUID, arriv
 	if s.cfg.Tracer != nil {
 		s.traceRequest(ctx, req, out.trace)
 	}
-	if errors.Is(out.err, domain.ErrAlreadyIssued) && req.uncertain.Load() {
+	if out.err != nil && req.uncertain.Load() {
 		out = s.answerUncertain(ctx, st, req, out)
 	}
 	if out.err != nil {
@@ -275,18 +275,24 @@ func (s *Engine) failAll(st *couponState, err error) {
 	st.queue = st.queue[:0]
 }
 
-// answerUncertain decides what to tell a request answered ALREADY_ISSUED after it was sent to
+// answerUncertain decides what to tell a request answered with an error after it was sent to
 // another instance that may have issued it without the answer coming back (it died, or the
 // call timed out): if the user's row is the one this request would have created (its wallet
 // id), this request was issued, and the answer is that row, 201, as the first attempt would
-// have said. Otherwise the row is from another request of the user, and ALREADY_ISSUED stands;
-// it also stands, being true either way, when the row cannot be read.
+// have said, whatever the later attempt found (ALREADY_ISSUED, SOLD_OUT: its own row took the
+// last coupon, LOCK_TIMEOUT: its deadline passed while it went back and forth). Otherwise
+// nothing was issued to this request, and the error stands. When the row cannot be read,
+// ALREADY_ISSUED stands (true either way) and any other error becomes OUTCOME_UNKNOWN: the
+// first attempt may have committed.
 func (s *Engine) answerUncertain(ctx context.Context, st *couponState, req *issueRequest, out issueOutcome) issueOutcome {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.TxTimeout)
 	defer cancel()
 	entries, err := s.store.UserWallet(rctx, req.user)
 	if err != nil {
 		s.log.Warn("read the wallet after an uncertain forward", "coupon", st.coupon.Code, "err", err)
+		if !errors.Is(out.err, domain.ErrAlreadyIssued) {
+			out.err = fmt.Errorf("%w: an earlier attempt may have committed: %w", domain.ErrOutcomeUnknown, out.err)
+		}
 		return out
 	}
 	for _, e := range entries {
