@@ -25,6 +25,7 @@ type config struct {
 	MigrateOnStart bool   // serve applies the migrations (and seeds) before serving
 	DatabaseURL    string
 	RedisAddrs     []string
+	RedisUsername  string
 	RedisPassword  string
 	LockWait       time.Duration
 	LockLease      time.Duration
@@ -53,6 +54,7 @@ var settings = []setting{
 	{"ADMIN_ADDR", "", "listen address of the admin routes (/api/v1/admin/*) alone, never routed by the Ingress; empty: they are served on HTTP_ADDR", false},
 	{"DATABASE_URL", "postgres://postgres@127.0.0.1:5432/coupon?sslmode=disable", "PostgreSQL (pgx DSN)", true},
 	{"REDIS_ADDRS", "127.0.0.1:6379", "comma-separated independent Redis nodes (the lock's Redlock quorum)", false},
+	{"REDIS_USERNAME", "", "Redis ACL user (empty: the default user)", false},
 	{"REDIS_PASSWORD", "", "Redis password", true},
 	{"LOCK_WAIT", "3s", "longest a request waits for a coupon's lock before answering 503", false},
 	{"LOCK_LEASE", "0", "0 = watchdog mode (lease renewed while held); >0 = fixed lease", false},
@@ -123,6 +125,7 @@ func loadConfig(name string, args []string, getenv func(string) string, stderr i
 		}
 	}
 	cfg.DatabaseURL = get("DATABASE_URL")
+	cfg.RedisUsername = *values["REDIS_USERNAME"]
 	cfg.RedisPassword = *values["REDIS_PASSWORD"]
 	cfg.AdminToken = *values["ADMIN_TOKEN"]
 	if cfg.AdminToken != "" && len(cfg.AdminToken) < minAdminToken {

@@ -174,7 +174,7 @@ func TestSoldOut(t *testing.T) {
 // holdLock takes coupon code's lock from outside the service, as another instance would.
 func holdLock(t *testing.T, addrs []string, code string) (release func()) {
 	t.Helper()
-	c := lock.New(lock.NewNodes(addrs, ""))
+	c := lock.New(lock.NewNodes(addrs, "", ""))
 	ctx := lock.WithOwner(context.Background(), lock.NewOwner())
 	m := c.Mutex("coupon:" + code)
 	if err := m.TryLock(ctx, time.Second, 0); err != nil {

@@ -371,7 +371,7 @@ func TestFaultStaleHolderRefusedByFencing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clients := []*lock.Client{lock.New(lock.NewNodes(testenv.Addrs(st.redis), "")), lock.New(lock.NewNodes(testenv.Addrs(st.redis), ""))}
+	clients := []*lock.Client{lock.New(lock.NewNodes(testenv.Addrs(st.redis), "", "")), lock.New(lock.NewNodes(testenv.Addrs(st.redis), "", ""))}
 	defer clients[0].Close()
 	defer clients[1].Close()
 	stale := lock.WithOwner(ctx, lock.NewOwner())
@@ -571,7 +571,7 @@ func TestFaultInstanceKilledHoldingLock(t *testing.T) {
 	release := holdCouponRow(t, st.dsn, "C0001")
 	go send("POST", victim.base+"/api/v1/coupons/C0001/issue", `{"userId":"`+uuid.NewString()+`"}`)
 	// Wait until the victim holds C0001's lock (its transaction is stalled on the row).
-	probe := lock.New(lock.NewNodes(testenv.Addrs(st.redis), ""))
+	probe := lock.New(lock.NewNodes(testenv.Addrs(st.redis), "", ""))
 	defer probe.Close()
 	testenv.WaitFor(t, 5*time.Second, "the victim holds C0001's lock", func() bool {
 		locked, _ := probe.Mutex("coupon:C0001").IsLocked(context.Background())

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 )
 
 // Hostile inputs against a real instance: each is refused with a clear answer and leaves
@@ -387,4 +388,53 @@ func TestPollingDoesNotStarveIssuing(t *testing.T) {
 	}
 	checkInvariants(t, st.dsn, "POLLED", 300, nil)
 	t.Logf("HOSTILE|200 clients polling GET /api/v1/coupons/{code} and their wallets in a loop (%d polls, %d answered 429) while 300 users asked for a coupon of 300|all 300 issued in %v, no poll failed", polls.Load(), tooMany.Load(), took.Round(time.Millisecond))
+}
+
+// redisACLArgs are the redis-server arguments k8s/base/redis.yaml runs the nodes with (the
+// manifest test checks they are the same): the default user off, and the API's user limited to
+// the lock's keys and release channels and the service's channels, without the dangerous or
+// admin commands.
+var redisACLArgs = []string{"--user", "default", "off",
+	"--user", "couponsvc", "on", ">acl-test-password", "~lock:*", "&lock:*", "&couponsvc:*", "+@all", "-@dangerous", "-@admin"}
+
+// Two instances on Redis nodes that admit only the ACL user k8s/ gives them issue a crowd as
+// usual (locks, fencing, release channels, facts and change notices all within its rights),
+// and that user can do nothing else: no other key or channel, no FLUSHALL, CONFIG or KEYS.
+func TestRedisACLUser(t *testing.T) {
+	st := &stack{dsn: testenv.Database(t)}
+	for range 3 {
+		st.redis = append(st.redis, testenv.NewRedisWith(t, redisACLArgs...))
+	}
+	env := st.env(map[string]string{"REDIS_USERNAME": "couponsvc", "REDIS_PASSWORD": "acl-test-password"})
+	ins := []*instance{startInstance(t, env), startInstance(t, env)}
+	createCoupon(t, st.dsn, "ACL1", 200)
+	answers, _ := crowd(t, 400, 40, func(i int) answer { return ins[i%2].issue(t, "ACL1", uuid.New()) })
+	if got := statusCounts(answers); got[201] != 200 || got[410] != 200 {
+		t.Errorf("a crowd of 400 on a stock of 200 with the ACL user: %v, want 200 × 201 and 200 × 410", got)
+	}
+	checkInvariants(t, st.dsn, "ACL1", 200, nil)
+	for _, in := range ins {
+		if logs := in.logs.String(); strings.Contains(logs, "NOPERM") || strings.Contains(logs, "NOAUTH") {
+			t.Errorf("%s logged a refused Redis command:\n%s", in.base, logs)
+		}
+	}
+
+	ctx := context.Background()
+	user := redis.NewClient(&redis.Options{Addr: st.redis[0].Addr, Username: "couponsvc", Password: "acl-test-password"})
+	defer user.Close()
+	if err := user.Ping(ctx).Err(); err != nil {
+		t.Fatalf("the ACL user's PING: %v", err)
+	}
+	for _, cmd := range [][]any{{"FLUSHALL"}, {"CONFIG", "SET", "maxclients", "1"}, {"KEYS", "*"}, {"SET", "other", "1"},
+		{"GET", "session:1"}, {"PUBLISH", "other-channel", "x"}, {"SHUTDOWN"}} {
+		if err := user.Do(ctx, cmd...).Err(); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+			t.Errorf("the ACL user's %v: %v, want NOPERM", cmd, err)
+		}
+	}
+	anonymous := redis.NewClient(&redis.Options{Addr: st.redis[0].Addr, MaxRetries: -1})
+	defer anonymous.Close()
+	if err := anonymous.Ping(ctx).Err(); err == nil {
+		t.Error("the default user answered PING: it must be off")
+	}
+	t.Logf("HOSTILE|a client with the API's Redis credentials (the ACL user couponsvc) runs FLUSHALL, CONFIG SET, KEYS, SHUTDOWN, and reads, writes or publishes outside lock:* and couponsvc:*; a client without credentials PINGs|every command refused NOPERM, the default user is off; 2 instances issued 200 of 200 with that user")
 }

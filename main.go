@@ -263,7 +263,7 @@ func serve(ctx context.Context, cfg config, repo *repository.Repository, log *sl
 	if !cfg.ClusterKey.Enabled() {
 		log.Warn("CLUSTER_KEY is not set: requests forwarded between instances and notices on Redis are not authenticated; set it (the same 32+ random bytes on every instance) when running more than one")
 	}
-	nodes := lock.NewNodes(cfg.RedisAddrs, cfg.RedisPassword)
+	nodes := lock.NewNodes(cfg.RedisAddrs, cfg.RedisUsername, cfg.RedisPassword)
 	// Each grant of a coupon's lock carries this instance's address: the others forward that
 	// coupon's requests to it (engine/forward.go).
 	locks := lock.New(nodes, lock.WithWatchdogTimeout(cfg.LockWatchdog), lock.WithHolderInfo(peer.HolderInfo(cfg.ClusterKey, advertise)))

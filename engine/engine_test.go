@@ -53,7 +53,7 @@ func (st stack) newRepo(t *testing.T) *repository.Repository {
 // work (Run) runs until the test ends.
 func (st stack) engine(t *testing.T, c *testenv.Clock, bus bool, cfg Config) *Engine {
 	t.Helper()
-	nodes := lock.NewNodes(st.redis, "")
+	nodes := lock.NewNodes(st.redis, "", "")
 	locks := lock.New(nodes)
 	t.Cleanup(func() { locks.Close() })
 	cfg.Now = c.Now

@@ -39,7 +39,7 @@ func TestFirstComeByArrivalAtTheStockBoundary(t *testing.T) {
 			ctx := context.Background()
 
 			// Another holder keeps the coupon's lock while the late arrivals queue up.
-			other := lock.New(lock.NewNodes(st.redis, ""))
+			other := lock.New(lock.NewNodes(st.redis, "", ""))
 			defer other.Close()
 			held := other.Mutex(lockName("FCFS"))
 			owner := lock.WithOwner(ctx, lock.NewOwner())

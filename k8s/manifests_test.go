@@ -667,7 +667,7 @@ func checkAPI(t *testing.T, o *objects) *appsv1.Deployment {
 	}
 
 	env := apiEnvironment(t, o, c)
-	for _, k := range []string{"HTTP_ADDR", "DATABASE_URL", "REDIS_ADDRS", "LOCK_WAIT", "LOCK_LEASE", "SEED_DEMO_COUPONS", "MAX_INFLIGHT", "LOG_LEVEL"} {
+	for _, k := range []string{"HTTP_ADDR", "DATABASE_URL", "REDIS_ADDRS", "REDIS_USERNAME", "LOCK_WAIT", "LOCK_LEASE", "SEED_DEMO_COUPONS", "MAX_INFLIGHT", "LOG_LEVEL"} {
 		if _, ok := env.values[k]; !ok {
 			if _, ok := env.refs[k]; !ok {
 				t.Errorf("coupon-api: %s is not set", k)
@@ -1031,9 +1031,12 @@ func checkRedis(t *testing.T, o *objects, api *appsv1.Deployment) {
 			t.Errorf("%s/%s: image %q is not Redis", w.kind, w.name, img)
 		}
 		// The node refuses clients without the password the API has (anything else in the
-		// cluster could take locks or publish notices), and runs a patched Redis.
-		if args := strings.Join(w.template.Spec.Containers[0].Args, " "); !strings.Contains(args, "--requirepass $(REDIS_PASSWORD)") {
-			t.Errorf("%s/%s: args %q: no --requirepass $(REDIS_PASSWORD)", w.kind, w.name, args)
+		// cluster could take locks or publish notices), gives that password to an ACL user
+		// limited to the lock's keys and the service's channels (the arguments the root
+		// package's TestRedisACLUser runs real nodes with), and runs a patched Redis.
+		const acl = "--user default off --user couponsvc on >$(REDIS_PASSWORD) ~lock:* &lock:* &couponsvc:* +@all -@dangerous -@admin"
+		if args := strings.Join(w.template.Spec.Containers[0].Args, " "); !strings.HasSuffix(args, acl) {
+			t.Errorf("%s/%s: args %q: want them to end with the ACL %q", w.kind, w.name, args, acl)
 		}
 		if !slices.ContainsFunc(w.template.Spec.Containers[0].Env, func(e corev1.EnvVar) bool {
 			return e.Name == "REDIS_PASSWORD" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil

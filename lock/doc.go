@@ -4,7 +4,7 @@
 // WithOwner) plays the role of Redisson's thread id, and returns sentinel errors (ErrTimeout,
 // ErrUnavailable, ErrNotOwner, ErrLockLost, ErrNoOwner, ErrClosed).
 //
-// A Client (one per process: New(NewNodes(addrs, password), opts...)) owns the node clients, one
+// A Client (one per process: New(NewNodes(addrs, username, password), opts...)) owns the node clients, one
 // shared pub/sub connection per node and the process-local state of every lock; a Mutex is a
 // cheap handle naming one lock:
 //

@@ -21,7 +21,7 @@ func Example() {
 		defer r.Close()
 		addrs = append(addrs, r.Addr)
 	}
-	client := lock.New(lock.NewNodes(addrs, ""))
+	client := lock.New(lock.NewNodes(addrs, "", ""))
 	defer client.Close()
 
 	ctx := lock.WithOwner(context.Background(), lock.NewOwner())

@@ -28,7 +28,7 @@ func TestHolderInfo(t *testing.T) {
 		t.Fatalf("the holder's own client: %q", info)
 	}
 	// Only one node reachable: the holder is still found there, not agreed.
-	minority := New(NewNodes([]string{testenv.Addrs(nodes)[0], "127.0.0.1:1", "127.0.0.1:2"}, ""), fastOpts()...)
+	minority := New(NewNodes([]string{testenv.Addrs(nodes)[0], "127.0.0.1:1", "127.0.0.1:2"}, "", ""), fastOpts()...)
 	t.Cleanup(func() { minority.Close() })
 	if info, agreed, err := minority.Mutex("h").Holder(ctx); err != nil || info != "10.0.0.7:8080" || agreed {
 		t.Fatalf("from one node: holder %q agreed %v err %v", info, agreed, err)

@@ -42,7 +42,7 @@ func fastOpts(extra ...Option) []Option {
 // newClient is one "process": its own node clients, pub/sub and local state.
 func newClient(t *testing.T, nodes []*testenv.Redis, opts ...Option) *Client {
 	t.Helper()
-	c := New(NewNodes(testenv.Addrs(nodes), ""), opts...)
+	c := New(NewNodes(testenv.Addrs(nodes), "", ""), opts...)
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -190,7 +190,7 @@ func TestStoppedHolderFreesWithinLease(t *testing.T) {
 // holdAsHelper takes the lock "held" in watchdog mode and reports on stdout: HOLDING once it
 // holds it, then LOST when its watchdog finds the lock gone, then the result of its Unlock.
 func holdAsHelper(addrs string) {
-	c := New(NewNodes(strings.Split(addrs, ","), ""), fastOpts()...)
+	c := New(NewNodes(strings.Split(addrs, ","), "", ""), fastOpts()...)
 	ctx := owned()
 	m := c.Mutex("held")
 	if err := m.Lock(ctx); err != nil {
@@ -414,7 +414,7 @@ func (s *starved) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // watchdog lease (30s) with nobody holding it.
 func TestFailedAttemptLeavesNoLockBehind(t *testing.T) {
 	nodes := testenv.NewRedisNodes(t, 3)
-	clients := NewNodes(testenv.Addrs(nodes), "")
+	clients := NewNodes(testenv.Addrs(nodes), "", "")
 	starve := &starved{}
 	for _, n := range clients {
 		n.AddHook(starve)

@@ -23,11 +23,12 @@ import (
 // DialTimeout of a few hundred milliseconds at most, MaxRetries -1 and ContextTimeoutEnabled.
 // The lock bounds every per-node call by WithNodeTimeout regardless, but a client with long
 // timeouts keeps an abandoned connection busy for as long as its own timeout.
-func NewNodes(addrs []string, password string) []redis.UniversalClient {
+func NewNodes(addrs []string, username, password string) []redis.UniversalClient {
 	nodes := make([]redis.UniversalClient, len(addrs))
 	for i, addr := range addrs {
 		nodes[i] = redis.NewClient(&redis.Options{
 			Addr:                  addr,
+			Username:              username, // empty: the default user
 			Password:              password,
 			DialTimeout:           200 * time.Millisecond,
 			ReadTimeout:           200 * time.Millisecond,

@@ -55,7 +55,7 @@ func (st stack) service(t *testing.T, c *testenv.Clock, bus bool, cfg Config) *S
 // serviceWith is service on repo (the stack's database behind it).
 func (st stack) serviceWith(t *testing.T, repo Repository, c *testenv.Clock, bus bool, cfg Config) *Service {
 	t.Helper()
-	nodes := lock.NewNodes(st.redis, "")
+	nodes := lock.NewNodes(st.redis, "", "")
 	locks := lock.New(nodes)
 	t.Cleanup(func() { locks.Close() })
 	cfg.Engine.Now = c.Now

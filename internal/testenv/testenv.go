@@ -8,6 +8,7 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -449,15 +450,19 @@ type Redis struct {
 	Port int
 
 	dir  string
+	args []string // more redis-server arguments (NewRedisWith)
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
 }
 
 // NewRedis starts a redis-server of its own for this test; it is stopped when the test ends.
-func NewRedis(tb testing.TB) *Redis {
+func NewRedis(tb testing.TB) *Redis { tb.Helper(); return NewRedisWith(tb) }
+
+// NewRedisWith is NewRedis with more redis-server arguments (e.g. "--user", …: ACL users).
+func NewRedisWith(tb testing.TB, args ...string) *Redis {
 	tb.Helper()
-	r, err := StartRedis()
+	r, err := startRedis(args)
 	if err != nil {
 		tb.Fatalf("testenv: %v", err)
 	}
@@ -470,7 +475,9 @@ func NewRedis(tb testing.TB) *Redis {
 }
 
 // StartRedis starts a redis-server outside a test (benchmarks); Close removes it.
-func StartRedis() (*Redis, error) {
+func StartRedis() (*Redis, error) { return startRedis(nil) }
+
+func startRedis(args []string) (*Redis, error) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return nil, fmt.Errorf("redis-server not found; %s", installHint)
 	}
@@ -478,7 +485,7 @@ func StartRedis() (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Redis{dir: dir}
+	r := &Redis{dir: dir, args: args}
 	for attempt := 0; attempt < 3; attempt++ {
 		r.Port = freePortNoTB()
 		r.Addr = fmt.Sprintf("127.0.0.1:%d", r.Port)
@@ -531,6 +538,7 @@ func (r *Redis) start() error {
 	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", r.dir, "--logfile", filepath.Join(r.dir, "redis.log"),
 		"--maxclients", "10000")
+	cmd.Args = append(cmd.Args, r.args...)
 	cmd.SysProcAttr = procAttr(nil)
 	if err := cmd.Start(); err != nil {
 		return err
@@ -551,7 +559,8 @@ func (r *Redis) start() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		err := c.Ping(ctx).Err()
 		cancel()
-		if err == nil {
+		var refused redis.Error // the server answered, if only to refuse the default user (ACL)
+		if err == nil || errors.As(err, &refused) {
 			return nil
 		}
 		time.Sleep(10 * time.Millisecond)

@@ -165,7 +165,7 @@ func runOurs(ctx context.Context, addrs []string, clients, goroutines int, hold 
 	var wg sync.WaitGroup
 	id := 0
 	for i := range clients {
-		c := lock.New(lock.NewNodes(addrs, ""))
+		c := lock.New(lock.NewNodes(addrs, "", ""))
 		defer c.Close()
 		m := c.Mutex(name)
 		n := goroutines / clients
