@@ -125,7 +125,7 @@ func (s *Engine) Refusal(code string, claimed uuid.UUID, arrived time.Time) (ref
 	if arrived.IsZero() || arrived.After(now) {
 		arrived = now
 	}
-	if err := st.window.Load().check(s.cfg.Now().Add(-now.Sub(arrived))); err != nil {
+	if err := st.window.Load().check(s.clockAt(arrived, now)); err != nil {
 		return fmt.Errorf("issue %s: %w", code, err), false
 	}
 	st.mu.Lock()
@@ -137,6 +137,10 @@ func (s *Engine) Refusal(code string, claimed uuid.UUID, arrived time.Time) (ref
 	}
 	return fmt.Errorf("issue %s: %w", code, domain.ErrSoldOut), held
 }
+
+// clockAt is the business clock (Config.Now) at arrived, a moment before now on the host's
+// clock: the issuing window is checked at a request's arrival, not when it is handled.
+func (s *Engine) clockAt(arrived, now time.Time) time.Time { return s.cfg.Now().Add(-now.Sub(arrived)) }
 
 // Issue issues coupon code to userID, first come first served: a committed wallet entry, or
 // domain.ErrCouponNotFound, domain.ErrEventNotOpen, domain.ErrEventClosed,
@@ -154,8 +158,7 @@ func (s *Engine) Issue(ctx context.Context, code string, userID uuid.UUID, arriv
 	} else {
 		s.observeArrival(start, arrived)
 	}
-	// The business clock at the request's arrival.
-	nowAtArrival := s.cfg.Now().Add(-start.Sub(arrived))
+	nowAtArrival := s.clockAt(arrived, start)
 	st, err := s.state(ctx, code)
 	if err != nil {
 		return domain.WalletEntry{}, err

@@ -189,10 +189,7 @@ func (h *Handler) recoverPanic(c *gin.Context) {
 // limitInFlight bounds the issue requests in progress: beyond the limit the answer is 429 at
 // once, so a crowd cannot queue without bound inside one instance.
 func (h *Handler) limitInFlight(c *gin.Context) {
-	select {
-	case h.inflight <- struct{}{}:
-	default:
-		writeError(c, domain.ErrTooManyRequests, domain.ErrTooManyRequests.Message)
+	if !take(c, h.inflight) {
 		return
 	}
 	h.metrics.InFlight.Inc()
@@ -203,14 +200,22 @@ func (h *Handler) limitInFlight(c *gin.Context) {
 	c.Next()
 }
 
+// take takes one of slots, or answers 429 at once when none is free.
+func take(c *gin.Context, slots chan struct{}) bool {
+	select {
+	case slots <- struct{}{}:
+		return true
+	default:
+		writeError(c, domain.ErrTooManyRequests, domain.ErrTooManyRequests.Message)
+		return false
+	}
+}
+
 // limitReads bounds the wallet reads in progress as limitInFlight bounds the issues, with slots
 // of their own: a flood of reads is answered 429 rather than queued, and cannot take the issue
 // requests' slots (nor, below, more than their share of PostgreSQL: service.Config.ReadConns).
 func (h *Handler) limitReads(c *gin.Context) {
-	select {
-	case h.reading <- struct{}{}:
-	default:
-		writeError(c, domain.ErrTooManyRequests, domain.ErrTooManyRequests.Message)
+	if !take(c, h.reading) {
 		return
 	}
 	defer func() { <-h.reading }()
